@@ -1,0 +1,1 @@
+"""Business rules shared by the HTTP API (`api/`) and the Celery workers (`workers/`)."""

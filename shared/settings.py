@@ -1,0 +1,78 @@
+"""Runtime settings, read from `PAYOUTS_*` environment variables (DESIGN §11).
+
+Defaults work on a developer machine (SQLite file, local Redis, the simulated regtest node on
+its default port). Production values are documented in the README.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Network = Literal["mainnet", "testnet", "signet", "regtest"]
+
+# Outputs below this are non-standard for P2PKH at the default dust relay fee; Bitcoin Core
+# refuses to relay them, so we refuse to queue them.
+DUST_LIMIT_SATS = 546
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PAYOUTS_", extra="ignore")
+
+    database_url: str = "sqlite:///./payouts.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Empty means "same as redis_url": one Redis is enough for locks and the Celery broker.
+    broker_url: str = ""
+    bitcoind_url: SecretStr = SecretStr("http://payouts:payouts@127.0.0.1:18443/wallet/hot")
+    network: Network = "regtest"
+    node_timeout_seconds: float = 30.0
+
+    automatic_processing: bool = True
+    max_payout_sats: int = Field(default=100_000_000, gt=DUST_LIMIT_SATS)
+    auto_max_sats: int = Field(default=10_000_000, ge=0)
+    auto_daily_sats: int = Field(default=100_000_000, ge=0)
+    min_confirmations: int = Field(default=3, ge=1)
+    fee_conf_target: int = Field(default=6, ge=1, le=1008)
+    # Used when estimatesmartfee has no estimate (always the case on a fresh regtest chain).
+    fallback_fee_rate_sat_vb: int = Field(default=2, ge=1)
+    max_fee_rate_sat_vb: int = Field(default=200, ge=1)
+    lease_seconds: int = Field(default=60, ge=5)
+    max_attempts: int = Field(default=5, ge=1)
+    # An approved automatic payout unclaimed for this long is re-published by the sweeper.
+    sweep_after_seconds: int = Field(default=30, ge=1)
+    four_eyes: bool = False
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    max_body_bytes: int = 16_384
+
+    flower_user: str = "ops"
+    flower_password: SecretStr = SecretStr("")
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_postgres_driver(cls, value: str) -> str:
+        # Operators paste libpq-style URLs; SQLAlchemy needs the driver named (psycopg 3).
+        for prefix in ("postgres://", "postgresql://"):
+            if value.startswith(prefix):
+                return "postgresql+psycopg://" + value[len(prefix) :]
+        return value
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    """Tests and the CLI change the environment; this makes the next read see it."""
+    get_settings.cache_clear()
