@@ -1,0 +1,155 @@
+"""One error shape for every failure: `{"error": {"code": "...", "message": "..."}}`.
+
+Routes raise `ApiError` (or let a `shared` exception escape); the handlers installed here turn
+those, FastAPI's validation errors and Starlette's 404/405 into that shape, so clients never
+see FastAPI's default `{"detail": ...}` nor an HTML page.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.intake import (
+    FourEyesViolation,
+    IdempotencyConflict,
+    IntakeError,
+    InvalidState,
+    PayoutNotFound,
+)
+from shared.validation import ValidationError
+
+log = logging.getLogger(__name__)
+
+# Default codes for HTTP errors Starlette/FastAPI raise themselves.
+_STATUS_CODES: Mapping[int, str] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+}
+
+# Documented in OpenAPI for every route: the body every error response carries.
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+
+
+class ApiError(Exception):
+    """Raise from a route or dependency to answer `status` with the standard error body."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for the given error statuses, all with ERROR_SCHEMA."""
+    return {
+        s: {
+            "description": _STATUS_CODES.get(s, "error"),
+            "content": {"application/json": {"schema": ERROR_SCHEMA}},
+        }
+        for s in statuses
+    }
+
+
+def _intake_error_status(exc: IntakeError) -> tuple[int, str]:
+    if isinstance(exc, PayoutNotFound):
+        return 404, "not_found"
+    if isinstance(exc, IdempotencyConflict):
+        return 422, "idempotency_key_reused"
+    if isinstance(exc, FourEyesViolation):
+        return 403, "four_eyes"
+    if isinstance(exc, InvalidState):
+        return 409, "invalid_state"
+    return 400, "bad_request"
+
+
+def _describe_validation_errors(errors: Sequence[Any]) -> str:
+    parts = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        field = ".".join(loc)
+        if err.get("type") == "missing" and not field:
+            parts.append("a JSON object request body is required")
+            continue
+        if err.get("type") == "extra_forbidden":
+            parts.append(f"{field}: unknown field")
+            continue
+        msg = str(err.get("msg", "invalid value"))
+        parts.append(f"{field}: {msg}" if field else msg)
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(IntakeError)
+    async def _intake_error(_: Request, exc: IntakeError) -> JSONResponse:
+        status, code = _intake_error_status(exc)
+        return error_response(status, code, exc.message)
+
+    @app.exception_handler(ValidationError)
+    async def _domain_validation(_: Request, exc: ValidationError) -> JSONResponse:
+        return error_response(422, "invalid_request", f"{exc.field} {exc.message}")
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        for err in errors:
+            if err.get("type") == "json_invalid":
+                detail = err.get("ctx", {}).get("error", "")
+                return error_response(
+                    400, "malformed_json", f"request body is not valid JSON: {detail}".rstrip(": ")
+                )
+        return error_response(422, "invalid_request", _describe_validation_errors(errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        message = exc.detail if isinstance(exc.detail, str) else code
+        if exc.status_code == 404 and message == "Not Found":
+            message = "no such resource"
+        return error_response(exc.status_code, code, message, exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The traceback goes to the log; the client gets no internals. Headers are not
+        # logged: they carry the API key.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal server error")

@@ -1,0 +1,1 @@
+"""Route modules, one APIRouter each; `api.app.create_app` includes them."""

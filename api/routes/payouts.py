@@ -1,0 +1,183 @@
+"""Payout intake and approval routes (DESIGN §10). Each route authenticates, calls one
+function of `shared.intake`, commits, and serializes; domain errors map to HTTP in api.errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+
+from api.auth import CanApprove, CanCreate, CanRead
+from api.deps import SessionDep, require_json_body
+from api.errors import ApiError, error_responses
+from api.schemas import (
+    ApprovedPayoutOut,
+    CancelRequest,
+    CreatePayoutRequest,
+    EventList,
+    PayoutOut,
+    PayoutPage,
+    event_out,
+    serialize_payout,
+    serialize_payouts,
+)
+from shared import dispatch, intake
+from shared.models import PayoutState, Route
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/payouts", tags=["payouts"])
+
+# Declared as a parameter after the principal, not in `dependencies=[...]` (which run first),
+# so an unauthenticated caller gets 401 before any complaint about its body.
+JsonBody = Annotated[None, Depends(require_json_body)]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=PayoutOut,
+    summary="Create a payout (idempotent)",
+    description="Needs scope `payouts:create`. The `Idempotency-Key` header is required: a "
+    "retry with the same key and body returns the same payout with 200; the same key with a "
+    "different body is refused with 422 `idempotency_key_reused`.",
+    responses={
+        200: {
+            "description": "Replay of an earlier request with the same key and body",
+            "model": PayoutOut,
+        },
+        **error_responses(400, 401, 403, 413, 415, 422),
+    },
+)
+def create_payout(
+    body: CreatePayoutRequest,
+    response: Response,
+    session: SessionDep,
+    principal: CanCreate,
+    _json: JsonBody,
+    idempotency_key: Annotated[
+        str | None,
+        Header(alias="Idempotency-Key", description="Client-chosen, unique per payout (≤255)"),
+    ] = None,
+) -> PayoutOut:
+    if not idempotency_key:
+        raise ApiError(400, "idempotency_key_required", "the Idempotency-Key header is required")
+    payout, created = intake.create_payout_idempotent(
+        session,
+        principal.name,
+        idempotency_key,
+        body.destination,
+        body.amount_sats,
+        body.metadata,
+    )
+    session.commit()
+    response.headers["Location"] = f"{router.prefix}/{payout.id}"
+    if not created:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    return serialize_payout(session, payout)
+
+
+@router.get(
+    "",
+    response_model=PayoutPage,
+    summary="List payouts",
+    description="Needs `payouts:read`. Oldest first; filter by `state`; follow `next_cursor`.",
+    responses=error_responses(401, 403, 422),
+)
+def list_payouts(
+    session: SessionDep,
+    _: CanRead,
+    state: Annotated[PayoutState | None, Query(description="only payouts in this state")] = None,
+    limit: Annotated[int, Query(ge=1, le=intake.MAX_PAGE_SIZE)] = intake.DEFAULT_PAGE_SIZE,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> PayoutPage:
+    page = intake.list_payouts(session, state=state, limit=limit, cursor=cursor)
+    return PayoutPage(items=serialize_payouts(session, page.items), next_cursor=page.next_cursor)
+
+
+@router.get(
+    "/{payout_id}",
+    response_model=PayoutOut,
+    summary="Get a payout",
+    description="Needs `payouts:read`.",
+    responses=error_responses(401, 403, 404, 422),
+)
+def get_payout(payout_id: uuid.UUID, session: SessionDep, _: CanRead) -> PayoutOut:
+    return serialize_payout(session, intake.get_payout(session, payout_id))
+
+
+@router.get(
+    "/{payout_id}/events",
+    response_model=EventList,
+    summary="Audit trail of a payout",
+    description="Needs `payouts:read`. One entry per state transition, oldest first.",
+    responses=error_responses(401, 403, 404, 422),
+)
+def list_events(payout_id: uuid.UUID, session: SessionDep, _: CanRead) -> EventList:
+    events = intake.list_events(session, payout_id)
+    return EventList(payout_id=payout_id, items=[event_out(e) for e in events])
+
+
+@router.post(
+    "/{payout_id}/approve",
+    response_model=ApprovedPayoutOut,
+    response_model_exclude_unset=True,
+    summary="Approve a payout",
+    description="Needs `payouts:approve`. Moves `awaiting_approval` → `approved` and decides "
+    "the route. `processing: automatic` means a worker pays it (there is nothing to sign); "
+    "`processing: manual` comes with `claim_url` for a signer. 409 in any other state; 403 "
+    "`four_eyes` when four-eyes approval is on and the approver created the payout.",
+    responses=error_responses(401, 403, 404, 409, 422),
+)
+def approve_payout(
+    payout_id: uuid.UUID, session: SessionDep, principal: CanApprove
+) -> ApprovedPayoutOut:
+    payout, route = intake.approve(session, payout_id, principal.name)
+    # Commit before publishing: a worker must never see a message for an approval that
+    # could still roll back (DESIGN §6).
+    session.commit()
+    if route is Route.AUTOMATIC:
+        try:
+            dispatch.enqueue_process_payout(payout.id)
+        except Exception as exc:
+            # The approval stands; the beat sweeper re-publishes unclaimed automatic
+            # approvals, so a broker outage delays this payout but does not lose it.
+            log.warning(
+                "approved payout %s but could not publish process_payout (%s: %s); the "
+                "sweeper will re-publish it",
+                payout.id,
+                type(exc).__name__,
+                exc,
+            )
+    data = serialize_payout(session, payout).model_dump()
+    if route is Route.AUTOMATIC:
+        return ApprovedPayoutOut(**data, processing="automatic")
+    return ApprovedPayoutOut(
+        **data, processing="manual", claim_url=f"{router.prefix}/{payout.id}/manual/claim"
+    )
+
+
+@router.post(
+    "/{payout_id}/cancel",
+    response_model=PayoutOut,
+    summary="Cancel a payout",
+    description="Needs `payouts:approve` (whoever may approve may also refuse). Only before "
+    "any claim: from `awaiting_approval` or `approved`; 409 `invalid_state` otherwise. An "
+    'optional body `{"reason": ...}` is recorded in the audit trail.',
+    responses=error_responses(401, 403, 404, 409, 415, 422),
+)
+def cancel_payout(
+    payout_id: uuid.UUID,
+    session: SessionDep,
+    principal: CanApprove,
+    _json: JsonBody,
+    body: CancelRequest | None = None,
+) -> PayoutOut:
+    reason = body.reason if body else None
+    payout = intake.cancel(session, payout_id, principal.name, reason=reason)
+    session.commit()
+    return serialize_payout(session, payout)

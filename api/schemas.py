@@ -1,0 +1,147 @@
+"""Request and response bodies. Requests forbid unknown fields and use strict types, so
+`"amount_sats": "100"`, `1.5` or `true` are refused rather than coerced."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal, overload
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from sqlalchemy.orm import Session
+
+from shared.intake import transaction_ids
+from shared.models import Payout, PayoutEvent, PayoutState, Route
+
+MAX_REASON_LENGTH = 500
+
+
+class CreatePayoutRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    destination: StrictStr = Field(
+        description="Bitcoin address on the configured network (base58 or bech32/bech32m)",
+        examples=["bcrt1q456m5qjwvdz495dx9gfdl6p043f6regkmm9620"],
+    )
+    amount_sats: StrictInt = Field(
+        description="Whole satoshis, from the dust limit (546) to PAYOUTS_MAX_PAYOUT_SATS",
+        examples=[150_000],
+    )
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="Any JSON object; stored and returned verbatim"
+    )
+
+
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: StrictStr | None = Field(
+        default=None, max_length=MAX_REASON_LENGTH, description="Recorded in the audit trail"
+    )
+
+
+class PayoutOut(BaseModel):
+    id: uuid.UUID
+    destination: str
+    amount_sats: int
+    state: PayoutState
+    route: Route | None
+    created_by: str
+    approved_by: str | None
+    approved_at: datetime | None
+    claimed_by: str | None
+    lease_until: datetime | None
+    attempts: int
+    txid: str | None = Field(description="Id of the signed transaction paying it, once signed")
+    last_error: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class ApprovedPayoutOut(PayoutOut):
+    processing: Literal["automatic", "manual"] = Field(
+        description="automatic: a worker pays it, nothing to sign. manual: claim it at claim_url"
+    )
+    claim_url: str | None = Field(
+        default=None, description="Only for manual processing: where a signer claims it"
+    )
+
+
+class PayoutPage(BaseModel):
+    items: list[PayoutOut]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= to get the next page; null on the last page"
+    )
+
+
+class EventOut(BaseModel):
+    id: int
+    from_state: PayoutState | None
+    to_state: PayoutState
+    actor: str
+    reason: str | None
+    at: datetime
+
+
+class EventList(BaseModel):
+    payout_id: uuid.UUID
+    items: list[EventOut]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+@overload
+def _utc(moment: datetime) -> datetime: ...
+@overload
+def _utc(moment: None) -> None: ...
+def _utc(moment: datetime | None) -> datetime | None:
+    # SQLite returns naive datetimes (stored as UTC); clients always get an explicit offset.
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def payout_out(payout: Payout, txid: str | None) -> PayoutOut:
+    """The public JSON view of a payout (claim_token and reserved inputs stay private)."""
+    return PayoutOut(
+        id=payout.id,
+        destination=payout.destination,
+        amount_sats=payout.amount_sats,
+        state=PayoutState(payout.state),
+        route=Route(payout.route) if payout.route else None,
+        created_by=payout.created_by,
+        approved_by=payout.approved_by,
+        approved_at=_utc(payout.approved_at),
+        claimed_by=payout.claimed_by,
+        lease_until=_utc(payout.lease_until),
+        attempts=payout.attempts,
+        txid=txid,
+        last_error=payout.last_error,
+        metadata=payout.metadata_ or {},
+        created_at=_utc(payout.created_at),
+        updated_at=_utc(payout.updated_at),
+    )
+
+
+def serialize_payout(session: Session, payout: Payout) -> PayoutOut:
+    """`payout_out` with the txid looked up; use this in routes."""
+    return payout_out(payout, transaction_ids(session, [payout]).get(payout.id))
+
+
+def serialize_payouts(session: Session, payouts: list[Payout]) -> list[PayoutOut]:
+    txids = transaction_ids(session, payouts)  # one query for the whole page
+    return [payout_out(p, txids.get(p.id)) for p in payouts]
+
+
+def event_out(event: PayoutEvent) -> EventOut:
+    return EventOut(
+        id=event.id,
+        from_state=PayoutState(event.from_state) if event.from_state else None,
+        to_state=PayoutState(event.to_state),
+        actor=event.actor,
+        reason=event.reason,
+        at=_utc(event.at),
+    )
