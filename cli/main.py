@@ -48,9 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--payouts", type=int, default=5, help="automatic payouts to create")
     demo.add_argument("--workers", type=int, default=2, help="Celery worker processes")
 
-    sub.add_parser(
-        "devnode", help="run the simulated bitcoind regtest node", add_help=False
-    )
+    sub.add_parser("devnode", help="run the simulated bitcoind regtest node", add_help=False)
     sub.add_parser("flower", help="run Flower (Celery monitoring) with basic auth", add_help=False)
     return parser
 

@@ -40,10 +40,14 @@ class Settings(BaseSettings):
     fallback_fee_rate_sat_vb: int = Field(default=2, ge=1)
     max_fee_rate_sat_vb: int = Field(default=200, ge=1)
     lease_seconds: int = Field(default=60, ge=5)
+    # A human with an external signer needs longer than a worker's lease.
+    manual_claim_seconds: int = Field(default=900, ge=30)
     max_attempts: int = Field(default=5, ge=1)
     # An approved automatic payout unclaimed for this long is re-published by the sweeper.
     sweep_after_seconds: int = Field(default=30, ge=1)
     four_eyes: bool = False
+    # How often beat runs the recovery jobs (sweep, rebroadcast, confirmations).
+    maintenance_interval_seconds: float = Field(default=10.0, gt=0)
 
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -1,0 +1,185 @@
+"""Sending persisted transactions, and deciding when one is provably dead (DESIGN §5, §6.5).
+
+Only bytes stored in `transactions` are ever sent, so a retry by anyone re-sends the same
+txid. A timeout or a dropped reply proves nothing: the transaction stays `signed` and the
+rebroadcast task sends the same bytes again later.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from shared.models import Payout, PayoutState, Transaction, TxState, utcnow
+from shared.node import NodeClient
+from shared.node.errors import (
+    AlreadyKnown,
+    FeeTooHigh,
+    InputsMissingOrSpent,
+    NodeError,
+    NodeUnavailable,
+    TxConflict,
+)
+from shared.state_machine import transition
+
+log = logging.getLogger(__name__)
+S = PayoutState
+
+
+class BroadcastOutcome(enum.StrEnum):
+    SENT = "sent"
+    ALREADY_KNOWN = "already_known"
+    UNKNOWN = "unknown"  # timeout / dropped reply: left `signed` for the rebroadcast task
+    CONFLICT_UNPROVEN = "conflict_unproven"  # inputs spent elsewhere, not (yet) confirmed
+    DEAD = "dead"  # proven dead: payout failed with the reason
+    REJECTED = "rejected"  # the node refused it for another reason: failed with the reason
+    TRANSIENT = "transient"  # refused for a passing condition (mempool full, chain limit)
+
+
+# Rejections that say "not now" rather than "never": the same bytes may be accepted later.
+TRANSIENT_REJECTIONS = ("too-long-mempool-chain", "mempool full", "mempool min fee not met")
+
+
+@dataclass(frozen=True)
+class DeadProof:
+    outpoint: str
+    conflicts: list[str]
+
+    def reason(self, txid: str) -> str:
+        by = f" by {', '.join(self.conflicts)}" if self.conflicts else ""
+        return (
+            f"transaction {txid} can never confirm: its input {self.outpoint} was spent{by} in a "
+            "confirmed transaction that is not this payout's. Nothing was paid by it; a human "
+            "must decide whether to create a new payout."
+        )
+
+
+def prove_dead(node: NodeClient, txid: str, inputs: list[str]) -> DeadProof | None:
+    """Proof that `txid` can never confirm: one of its inputs is spent in the chain by another.
+
+    Checked against the chain only (mempool excluded): a mempool conflict can still lose.
+    """
+    if _confirmations(node, txid) > 0:
+        return None
+    for outpoint in inputs:
+        if node.get_tx_out(outpoint, include_mempool=False) is not None:
+            continue
+        # The input is gone from the chain's UTXO set. If our own tx confirmed in the meantime
+        # that is why; otherwise someone else's confirmed spend took it.
+        if _confirmations(node, txid) > 0:
+            return None
+        info = node.get_transaction(txid) or {}
+        return DeadProof(outpoint=outpoint, conflicts=list(info.get("walletconflicts", [])))
+    return None
+
+
+def _confirmations(node: NodeClient, txid: str) -> int:
+    info = node.get_transaction(txid)
+    if info is None:
+        raw = node.get_raw_transaction(txid)
+        return int(raw.get("confirmations", 0)) if raw else 0
+    return int(info.get("confirmations", 0))
+
+
+def _mark_broadcast(session: Session, tx: Transaction, actor: str) -> None:
+    session.execute(
+        update(Transaction)
+        .where(Transaction.id == tx.id, Transaction.state == TxState.SIGNED)
+        .values(state=TxState.BROADCAST, updated_at=utcnow(), last_error=None)
+    )
+    for payout_id in _payouts_of(session, tx.id):
+        transition(
+            session,
+            payout_id,
+            expected=S.SIGNED,
+            target=S.BROADCAST,
+            actor=actor,
+            reason=f"broadcast {tx.txid}",
+        )
+
+
+def mark_dead(session: Session, tx: Transaction, proof_reason: str, actor: str) -> None:
+    session.execute(
+        update(Transaction)
+        .where(Transaction.id == tx.id)
+        .values(state=TxState.CONFLICTED, updated_at=utcnow(), last_error=proof_reason)
+    )
+    for payout_id in _payouts_of(session, tx.id):
+        transition(
+            session,
+            payout_id,
+            expected=[S.SIGNED, S.BROADCAST, S.CONFIRMED],
+            target=S.FAILED,
+            actor=actor,
+            reason=proof_reason,
+            values={"last_error": proof_reason},
+        )
+
+
+def _payouts_of(session: Session, tx_row_id: uuid.UUID) -> list[uuid.UUID]:
+    return list(session.execute(select(Payout.id).where(Payout.tx_id == tx_row_id)).scalars())
+
+
+def _record_attempt(session: Session, tx: Transaction, error: str | None) -> None:
+    session.execute(
+        update(Transaction)
+        .where(Transaction.id == tx.id)
+        .values(
+            broadcast_attempts=Transaction.broadcast_attempts + 1,
+            last_error=error,
+            updated_at=utcnow(),
+        )
+    )
+
+
+def broadcast_persisted(
+    session: Session, node: NodeClient, tx: Transaction, *, actor: str, max_fee_rate_sat_vb: int
+) -> BroadcastOutcome:
+    """Send the stored bytes once and record what we learned. The caller commits."""
+    try:
+        node.send_raw_transaction(tx.raw_hex, max_fee_rate_sat_vb=max_fee_rate_sat_vb)
+        outcome = BroadcastOutcome.SENT
+    except AlreadyKnown:
+        outcome = BroadcastOutcome.ALREADY_KNOWN
+    except NodeUnavailable as exc:
+        log.warning("broadcast of %s unconfirmed (%s); will resend the same bytes", tx.txid, exc)
+        _record_attempt(session, tx, f"broadcast outcome unknown: {exc.message}")
+        return BroadcastOutcome.UNKNOWN
+    except (InputsMissingOrSpent, TxConflict) as exc:
+        proof = prove_dead(node, tx.txid, list(tx.inputs))
+        if proof is None:
+            if _confirmations(node, tx.txid) > 0:  # it was ours all along, already mined
+                outcome = BroadcastOutcome.ALREADY_KNOWN
+            else:
+                _record_attempt(session, tx, f"rejected, conflict not proven: {exc.message}")
+                return BroadcastOutcome.CONFLICT_UNPROVEN
+        else:
+            mark_dead(session, tx, proof.reason(tx.txid), actor)
+            return BroadcastOutcome.DEAD
+    except (FeeTooHigh, NodeError) as exc:
+        if any(marker in exc.message for marker in TRANSIENT_REJECTIONS):
+            _record_attempt(session, tx, f"rejected for now: {exc.message}")
+            return BroadcastOutcome.TRANSIENT
+        # Anything else the node refuses (fee cap, non-standard, …) will be refused again:
+        # stop and hand it to a human. The bytes were never accepted, so nothing was paid.
+        reason = f"node rejected transaction {tx.txid}: {exc.message} (code {exc.code})"
+        _record_attempt(session, tx, reason)
+        for payout_id in _payouts_of(session, tx.id):
+            transition(
+                session,
+                payout_id,
+                expected=S.SIGNED,
+                target=S.FAILED,
+                actor=actor,
+                reason=reason,
+                values={"last_error": reason},
+            )
+        return BroadcastOutcome.REJECTED
+    _record_attempt(session, tx, None)
+    _mark_broadcast(session, tx, actor)
+    return outcome

@@ -1,0 +1,237 @@
+"""Who may pay a payout: the claim, its lease, and the fenced persist of a signed transaction.
+
+Both senders (a worker, a human with the manual route) claim through the same CAS on
+`approved` (DESIGN §5.3), so exactly one of them ever gets something to sign. The claim token
+written by the claim is the fencing token checked when the signed transaction is persisted:
+a holder whose lease was taken over cannot persist, and only persisted bytes are broadcast.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shared.models import Payout, PayoutState, Route, Transaction, TxState, utcnow
+from shared.state_machine import transition
+
+S = PayoutState
+
+
+def worker_actor(worker_name: str) -> str:
+    return f"worker:{worker_name}"
+
+
+def manual_actor(key_name: str) -> str:
+    return f"manual:{key_name}"
+
+
+def is_worker_holder(claimed_by: str | None) -> bool:
+    return bool(claimed_by and claimed_by.startswith("worker:"))
+
+
+@dataclass(frozen=True)
+class Claim:
+    payout_id: uuid.UUID
+    token: str
+    holder: str
+    lease_until: datetime
+    destination: str
+    amount_sats: int
+    attempts: int
+    reserved_inputs: list[str] | None
+
+
+def _load_claim(session: Session, payout_id: uuid.UUID, token: str) -> Claim:
+    payout = session.execute(select(Payout).where(Payout.id == payout_id)).scalar_one()
+    session.refresh(payout)
+    assert payout.claim_token == token
+    return current_claim(payout)
+
+
+def current_claim(payout: Payout) -> Claim:
+    """The claim a `claimed` row currently carries."""
+    assert payout.claim_token and payout.claimed_by and payout.lease_until
+    return Claim(
+        payout_id=payout.id,
+        token=payout.claim_token,
+        holder=payout.claimed_by,
+        lease_until=payout.lease_until,
+        destination=payout.destination,
+        amount_sats=payout.amount_sats,
+        attempts=payout.attempts,
+        reserved_inputs=payout.reserved_inputs,
+    )
+
+
+def _claim_values(holder: str, token: str, lease_until: datetime) -> dict[str, object]:
+    return {
+        "claimed_by": holder,
+        "claim_token": token,
+        "lease_until": lease_until,
+        "attempts": Payout.attempts + 1,
+    }
+
+
+def claim_for_worker(
+    session: Session, payout_id: uuid.UUID, worker_name: str, lease_seconds: int
+) -> Claim | None:
+    """CAS an automatic payout `approved -> claimed`, or take over a claim whose lease expired.
+
+    None means someone else holds it (or it is not in a claimable state): do nothing.
+    """
+    now = utcnow()
+    holder = worker_actor(worker_name)
+    token = secrets.token_hex(16)
+    values = _claim_values(holder, token, now + timedelta(seconds=lease_seconds))
+    won = transition(
+        session,
+        payout_id,
+        expected=S.APPROVED,
+        target=S.CLAIMED,
+        actor=holder,
+        reason="claimed by worker",
+        guards=[Payout.route == Route.AUTOMATIC],
+        values=values,
+    ) or transition(
+        session,
+        payout_id,
+        expected=S.CLAIMED,
+        target=S.CLAIMED,
+        actor=holder,
+        reason="lease expired; taken over by worker",
+        guards=[Payout.route == Route.AUTOMATIC, Payout.lease_until < now],
+        values=values,
+    )
+    return _load_claim(session, payout_id, token) if won else None
+
+
+def claim_for_manual(
+    session: Session, payout_id: uuid.UUID, key_name: str, lease_seconds: int
+) -> Claim | None:
+    """CAS a manual-route payout `approved -> claimed` for a human signer.
+
+    An expired manual claim may be taken over by another signer: the new PSBT reuses the
+    reserved inputs, so the two PSBTs conflict and at most one can confirm.
+    """
+    now = utcnow()
+    holder = manual_actor(key_name)
+    token = secrets.token_hex(16)
+    values = _claim_values(holder, token, now + timedelta(seconds=lease_seconds))
+    manual_only = Payout.route == Route.MANUAL
+    won = transition(
+        session,
+        payout_id,
+        expected=S.APPROVED,
+        target=S.CLAIMED,
+        actor=holder,
+        reason="claimed for manual signing",
+        guards=[manual_only],
+        values=values,
+    ) or transition(
+        session,
+        payout_id,
+        expected=S.CLAIMED,
+        target=S.CLAIMED,
+        actor=holder,
+        reason="manual claim expired; taken over",
+        guards=[manual_only, Payout.lease_until < now, Payout.claimed_by.like("manual:%")],
+        values=values,
+    )
+    return _load_claim(session, payout_id, token) if won else None
+
+
+def reserve_inputs(session: Session, claim: Claim, outpoints: list[str]) -> bool:
+    """Record the inputs a manual PSBT spends (not a state change; fenced by the token)."""
+    from sqlalchemy import update
+
+    result = session.execute(
+        update(Payout)
+        .where(Payout.id == claim.payout_id, Payout.claim_token == claim.token)
+        .values(reserved_inputs=outpoints)
+        .returning(Payout.id)
+        .execution_options(synchronize_session=False)
+    )
+    return result.first() is not None
+
+
+def release_claim(
+    session: Session, claim: Claim, *, actor: str, reason: str, count_attempt: bool = True
+) -> bool:
+    """Give the payout back (`claimed -> approved`), recording why in `last_error`."""
+    values: dict[str, object] = {
+        "claimed_by": None,
+        "claim_token": None,
+        "lease_until": None,
+        "last_error": reason,
+    }
+    if not count_attempt:
+        values["attempts"] = Payout.attempts - 1
+    return transition(
+        session,
+        claim.payout_id,
+        expected=S.CLAIMED,
+        target=S.APPROVED,
+        actor=actor,
+        reason=reason,
+        claim_token=claim.token,
+        values=values,
+    )
+
+
+def fail_claim(session: Session, claim: Claim, *, actor: str, reason: str) -> bool:
+    """`claimed -> failed`: nothing was or will be sent; a human must look (reason kept)."""
+    return transition(
+        session,
+        claim.payout_id,
+        expected=S.CLAIMED,
+        target=S.FAILED,
+        actor=actor,
+        reason=reason,
+        claim_token=claim.token,
+        values={"last_error": reason, "lease_until": None},
+    )
+
+
+@dataclass(frozen=True)
+class SignedTx:
+    txid: str
+    raw_hex: str
+    fee_sats: int
+    inputs: list[str]
+
+
+def persist_signed_tx(session: Session, claim: Claim, tx: SignedTx, *, actor: str) -> bool:
+    """Write-ahead: store the signed bytes and CAS `claimed -> signed` with the claim token.
+
+    Both happen in one SAVEPOINT, so a lost CAS leaves no transaction row behind. False means
+    the lease was lost: the caller must unlock the inputs and must not broadcast.
+    """
+    with session.begin_nested() as savepoint:
+        row = Transaction(
+            id=uuid.uuid4(),
+            txid=tx.txid,
+            raw_hex=tx.raw_hex,
+            fee_sats=tx.fee_sats,
+            inputs=tx.inputs,
+            state=TxState.SIGNED,
+        )
+        session.add(row)
+        session.flush()
+        won = transition(
+            session,
+            claim.payout_id,
+            expected=S.CLAIMED,
+            target=S.SIGNED,
+            actor=actor,
+            reason=f"signed {tx.txid}",
+            claim_token=claim.token,
+            values={"tx_id": row.id, "lease_until": None, "last_error": None},
+        )
+        if not won:
+            savepoint.rollback()
+    return won

@@ -1,0 +1,184 @@
+"""Periodic recovery work run by beat on the `maintenance` queue (DESIGN §6, last paragraph).
+
+Each job is idempotent and bounded per run, so overlapping runs or a crash mid-run are fine.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from shared.broadcasting import BroadcastOutcome, broadcast_persisted, mark_dead, prove_dead
+from shared.db import session_scope
+from shared.models import Payout, PayoutState, Route, Transaction, TxState, utcnow
+from shared.node import NodeClient
+from shared.settings import Settings
+from shared.state_machine import transition
+
+log = logging.getLogger(__name__)
+S = PayoutState
+ACTOR = "maintenance"
+
+# Per run; the next run picks up the rest. Keeps one run well inside its schedule interval.
+BATCH = 500
+# A confirmed transaction is watched until this many confirmations past MIN_CONFIRMATIONS,
+# so a reorg deeper than MIN_CONFIRMATIONS (rare, but regtest tests do it) is still noticed.
+REORG_WATCH_EXTRA_CONFIRMATIONS = 6
+
+
+def payouts_needing_a_worker(settings: Settings) -> list[str]:
+    """Automatic payouts that no live worker holds: approved and idle, or lease expired."""
+    now = utcnow()
+    idle_since = now - timedelta(seconds=settings.sweep_after_seconds)
+    with session_scope() as session:
+        rows = session.execute(
+            select(Payout.id)
+            .where(
+                Payout.route == Route.AUTOMATIC,
+                or_(
+                    (Payout.state == S.APPROVED) & (Payout.updated_at < idle_since),
+                    (Payout.state == S.CLAIMED) & (Payout.lease_until < now),
+                    # Signed but not yet sent: the worker's process_payout broadcasts it too.
+                    (Payout.state == S.SIGNED) & (Payout.updated_at < idle_since),
+                ),
+            )
+            .order_by(Payout.updated_at)
+            .limit(BATCH)
+        ).scalars()
+        return [str(payout_id) for payout_id in rows]
+
+
+def rebroadcast_signed(node: NodeClient, settings: Settings) -> dict[str, int]:
+    """Resend the persisted bytes of every `signed` transaction (never re-sign)."""
+    counts: dict[str, int] = {}
+    with session_scope() as session:
+        tx_ids = list(
+            session.execute(
+                select(Transaction.id)
+                .join(Payout, Payout.tx_id == Transaction.id)
+                .where(Transaction.state == TxState.SIGNED, Payout.state == S.SIGNED)
+                .distinct()
+                .limit(BATCH)
+            ).scalars()
+        )
+    for tx_id in tx_ids:
+        with session_scope() as session:
+            tx = session.get(Transaction, tx_id)
+            if tx is None or tx.state != TxState.SIGNED:
+                continue
+            outcome = broadcast_persisted(
+                session, node, tx, actor=ACTOR, max_fee_rate_sat_vb=settings.max_fee_rate_sat_vb
+            )
+        counts[outcome.value] = counts.get(outcome.value, 0) + 1
+    return counts
+
+
+@dataclass
+class ConfirmationReport:
+    confirmed: int = 0
+    reorged: int = 0
+    dead: int = 0
+    resent: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def track_confirmations(node: NodeClient, settings: Settings) -> ConfirmationReport:
+    """Move payouts to `confirmed` at MIN_CONFIRMATIONS, back on reorg, `failed` when dead."""
+    report = ConfirmationReport()
+    watch_until = settings.min_confirmations + REORG_WATCH_EXTRA_CONFIRMATIONS
+    with session_scope() as session:
+        tx_ids = list(
+            session.execute(
+                select(Transaction.id)
+                .where(
+                    or_(
+                        Transaction.state == TxState.BROADCAST,
+                        (Transaction.state == TxState.CONFIRMED)
+                        & (Transaction.confirmations < watch_until),
+                    )
+                )
+                .order_by(Transaction.updated_at)
+                .limit(BATCH)
+            ).scalars()
+        )
+    for tx_id in tx_ids:
+        with session_scope() as session:
+            tx = session.get(Transaction, tx_id)
+            if tx is not None:
+                _track_one(session, node, settings, tx, report)
+    return report
+
+
+def _track_one(
+    session: Session,
+    node: NodeClient,
+    settings: Settings,
+    tx: Transaction,
+    report: ConfirmationReport,
+) -> None:
+    info = node.get_transaction(tx.txid) or node.get_raw_transaction(tx.txid) or {}
+    confirmations = int(info.get("confirmations", 0))
+    payout_ids = list(session.execute(select(Payout.id).where(Payout.tx_id == tx.id)).scalars())
+    if confirmations >= settings.min_confirmations:
+        for payout_id in payout_ids:
+            if transition(
+                session,
+                payout_id,
+                expected=S.BROADCAST,
+                target=S.CONFIRMED,
+                actor=ACTOR,
+                reason=f"{tx.txid} has {confirmations} confirmations",
+            ):
+                report.confirmed += 1
+        _set_tx(session, tx, TxState.CONFIRMED, confirmations, info.get("blockhash"))
+        return
+    if tx.state == TxState.CONFIRMED:
+        for payout_id in payout_ids:
+            if transition(
+                session,
+                payout_id,
+                expected=S.CONFIRMED,
+                target=S.BROADCAST,
+                actor=ACTOR,
+                reason=f"reorg: {tx.txid} now has {confirmations} confirmations",
+            ):
+                report.reorged += 1
+    if confirmations > 0:
+        _set_tx(session, tx, TxState.BROADCAST, confirmations, info.get("blockhash"))
+        return
+    # Unconfirmed. Still in the mempool → wait. Otherwise either provably dead, or simply
+    # dropped (node restart without mempool, reorg): resend the same bytes.
+    if node.get_mempool_entry(tx.txid) is not None:
+        _set_tx(session, tx, TxState.BROADCAST, 0, None)
+        return
+    proof = prove_dead(node, tx.txid, list(tx.inputs))
+    if proof is not None:
+        mark_dead(session, tx, proof.reason(tx.txid), ACTOR)
+        report.dead += 1
+        return
+    # Re-sending a `broadcast` row is the same call: it only moves rows that are still `signed`.
+    outcome = broadcast_persisted(
+        session, node, tx, actor=ACTOR, max_fee_rate_sat_vb=settings.max_fee_rate_sat_vb
+    )
+    if outcome in (BroadcastOutcome.SENT, BroadcastOutcome.ALREADY_KNOWN):
+        report.resent += 1
+
+
+def _set_tx(
+    session: Session,
+    tx: Transaction,
+    state: TxState,
+    confirmations: int,
+    block_hash: str | None,
+) -> None:
+    session.execute(
+        update(Transaction)
+        .where(Transaction.id == tx.id)
+        .values(
+            state=state, confirmations=confirmations, block_hash=block_hash, updated_at=utcnow()
+        )
+    )

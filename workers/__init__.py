@@ -1,0 +1,1 @@
+"""Celery worker and beat: thin translation of messages into calls on `shared/`."""

@@ -1,0 +1,47 @@
+"""The worker-side Celery app: shared config, task modules, the beat schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.signals import setup_logging, worker_process_init
+
+from shared.celery_config import MAINTENANCE_QUEUE, make_celery
+from shared.db import reset_engine_cache
+from shared.logging_setup import configure_logging
+from shared.settings import get_settings
+
+settings = get_settings()
+app = make_celery("payouts")
+app.conf.include = ["workers.tasks"]
+
+# Recovery work; each job is idempotent, so a slow run overlapping the next is harmless.
+_every = float(settings.maintenance_interval_seconds)
+app.conf.beat_schedule = {
+    "sweep-unclaimed": {
+        "task": "payouts.maintenance.sweep",
+        "schedule": _every,
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": _every * 3},
+    },
+    "rebroadcast-signed": {
+        "task": "payouts.maintenance.rebroadcast",
+        "schedule": _every,
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": _every * 3},
+    },
+    "track-confirmations": {
+        "task": "payouts.maintenance.track_confirmations",
+        "schedule": _every,
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": _every * 3},
+    },
+}
+
+
+@setup_logging.connect
+def _configure_logging(**_: Any) -> None:
+    configure_logging(settings.log_level, settings.log_json)
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_: Any) -> None:
+    # Pooled DB connections must not be shared between forked children.
+    reset_engine_cache()
