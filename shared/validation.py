@@ -95,7 +95,7 @@ def validate_address(address: object, network: Network) -> str:
         None,
     )
     if other is None:
-        raise ValidationError(field, "is not a valid Bitcoin address")
+        raise ValidationError(field, "is not a valid Bitcoin address for any known network")
     raise ValidationError(field, f"is a {other} address, but this service pays out on {network}")
 
 
