@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.intake import (
@@ -38,6 +39,7 @@ _STATUS_CODES: Mapping[int, str] = {
     413: "body_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    503: "service_unavailable",
 }
 
 # Documented in OpenAPI for every route: the body every error response carries.
@@ -146,6 +148,23 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 404 and message == "Not Found":
             message = "no such resource"
         return error_response(exc.status_code, code, message, exc.headers)
+
+    @app.exception_handler(OperationalError)
+    async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
+        # Connection loss, failover, serialization failures: transient, and every write is
+        # safe to retry (creates are idempotent, transitions are compare-and-set).
+        log.warning(
+            "database error on %s %s: %s",
+            request.method,
+            request.url.path,
+            str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__,
+        )
+        return error_response(
+            503,
+            "service_unavailable",
+            "the database is unavailable; retry the request later",
+            {"Retry-After": "5"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -36,7 +36,7 @@ class BodySizeLimitMiddleware:
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                break  # client went away; downstream will see the disconnect
+                return  # the client went away mid-body: there is no one to answer
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
 from shared import intake
 from shared.db import get_sessionmaker
@@ -125,3 +126,17 @@ def test_unexpected_failure_is_a_json_500_without_internals(
 
     assert_error(response, 500, "internal_error")
     assert "secret internals" not in response.text
+
+
+def test_database_outage_is_a_retryable_503(
+    client: TestClient, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreachable(*_: object, **__: object) -> None:
+        raise OperationalError("SELECT 1", {}, ConnectionError("server closed the connection"))
+
+    monkeypatch.setattr(intake, "list_payouts", unreachable)
+
+    response = client.get("/v1/payouts", headers=bearer(keys["reader"]))
+
+    assert_error(response, 503, "service_unavailable")
+    assert response.headers["retry-after"] == "5"
