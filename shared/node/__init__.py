@@ -1,0 +1,6 @@
+"""The bitcoind client the workers and the API use (DESIGN §8): `NodeClient`, typed errors
+in `shared.node.errors`, satoshi/BTC conversions in `shared.node.amounts`."""
+
+from shared.node.client import DecodedTx, FundedPsbt, FundedTx, NodeClient, TxOutput
+
+__all__ = ["DecodedTx", "FundedPsbt", "FundedTx", "NodeClient", "TxOutput"]

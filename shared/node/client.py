@@ -1,0 +1,379 @@
+"""The project's bitcoind client (DESIGN §8): one class over python-bitcoinrpc's
+`AuthServiceProxy`.
+
+- A fresh HTTP connection per call: the proxy is not thread safe and a kept-alive socket
+  that bitcoind closed while idle breaks the next call.
+- Explicit timeouts on every call.
+- Integer satoshis in and out; Decimal BTC only on the wire.
+- Errors become the typed exceptions of `shared.node.errors`.
+- Read-only calls are retried on connection errors (they change nothing, so a retry is
+  harmless). Nothing else is retried, and `sendrawtransaction` never is: after a timeout the
+  outcome is unknown, and the caller's rebroadcast of the persisted bytes is the retry.
+- The URL's password never appears in logs or exception messages.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bitcoinrpc.authproxy import AuthServiceProxy, JSONRPCException
+
+from shared.node.amounts import (
+    btc_kvb_to_sat_vb_ceil,
+    btc_to_sats,
+    sat_vb_to_btc_kvb,
+    sats_to_btc,
+)
+from shared.node.errors import (
+    AuthFailed,
+    InvalidParameter,
+    NodeError,
+    NodeUnavailable,
+    NotFound,
+    WalletError,
+    classify,
+)
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Calls that change nothing on the node: safe to repeat after a connection error.
+READ_ONLY_METHODS = frozenset({
+    "getblockchaininfo", "getblockcount", "getbestblockhash", "getblockhash", "getblock",
+    "getblockheader", "getnetworkinfo", "getmempoolinfo", "getwalletinfo", "getbalance",
+    "getbalances", "listunspent", "listlockunspent", "listwallets", "getaddressinfo",
+    "validateaddress", "createrawtransaction", "decoderawtransaction", "decodepsbt",
+    "signrawtransactionwithwallet", "walletprocesspsbt", "finalizepsbt", "testmempoolaccept",
+    "getrawtransaction", "gettransaction", "getmempoolentry", "getrawmempool",
+    "estimatesmartfee", "gettxout", "listtransactions", "listsinceblock", "uptime", "help",
+})
+assert "sendrawtransaction" not in READ_ONLY_METHODS  # DESIGN §8: never retried blindly
+
+RETRY_BACKOFF_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class FundedTx:
+    hex: str
+    fee_sats: int
+    change_position: int  # -1 when no change output was added
+
+
+@dataclass(frozen=True)
+class FundedPsbt:
+    psbt: str
+    fee_sats: int
+    change_position: int
+
+
+@dataclass(frozen=True)
+class TxOutput:
+    address: str | None
+    value_sats: int
+    n: int
+
+
+@dataclass(frozen=True)
+class DecodedTx:
+    txid: str
+    inputs: list[str]  # "txid:vout"
+    outputs: list[TxOutput]
+    vsize: int
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def parse_outpoint(outpoint: str) -> tuple[str, int]:
+    txid, sep, vout = outpoint.rpartition(":")
+    if not sep or len(txid) != 64 or not vout.isdigit():
+        raise ValueError(f"not an outpoint 'txid:vout': {outpoint!r}")
+    return txid, int(vout)
+
+
+def _outpoint_objects(outpoints: list[str]) -> list[dict[str, Any]]:
+    return [{"txid": t, "vout": n} for t, n in map(parse_outpoint, outpoints)]
+
+
+class NodeClient:
+    def __init__(self, url: str, *, timeout: float = 30.0, read_retries: int = 2) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not a bitcoind RPC URL: {redact(url)}")
+        self._url = url
+        self._parts = parts
+        self.safe_url = redact(url)
+        self.timeout = timeout
+        self.read_retries = read_retries
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> NodeClient:
+        if settings is None:
+            from shared.settings import get_settings
+
+            settings = get_settings()
+        return cls(settings.bitcoind_url.get_secret_value(),
+                   timeout=settings.node_timeout_seconds)
+
+    def __repr__(self) -> str:
+        return f"NodeClient({self.safe_url!r}, timeout={self.timeout})"
+
+    # ------------------------------------------------------------ raw calls
+
+    def call(self, method: str, *params: Any) -> Any:
+        """One JSON-RPC call; typed errors; read-only methods retried on connection errors."""
+        retries = self.read_retries if method in READ_ONLY_METHODS else 0
+        for attempt in range(retries + 1):
+            try:
+                return self._call_once(method, params)
+            except NodeUnavailable:
+                if attempt >= retries:
+                    raise
+                time.sleep(RETRY_BACKOFF_SECONDS * (2**attempt))
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> http.client.HTTPConnection:
+        port = self._parts.port
+        if self._parts.scheme == "https":
+            return http.client.HTTPSConnection(self._parts.hostname or "", port or 443,
+                                               timeout=self.timeout)
+        return http.client.HTTPConnection(self._parts.hostname or "", port or 80,
+                                          timeout=self.timeout)
+
+    def _call_once(self, method: str, params: tuple[Any, ...]) -> Any:
+        conn = self._connection()
+        started = time.monotonic()
+        try:
+            proxy = AuthServiceProxy(self._url, timeout=self.timeout, connection=conn)
+            result = getattr(proxy, method)(*params)
+        except JSONRPCException as exc:
+            error = exc.error if isinstance(exc.error, dict) else {}
+            code = error.get("code")
+            message = str(error.get("message", ""))
+            if code == -342:  # python-bitcoinrpc: an HTTP reply without JSON
+                if "401" in message:
+                    raise AuthFailed(f"{method}: rejected credentials for {self.safe_url}",
+                                     None) from None
+                raise NodeUnavailable(f"{method}: {message} from {self.safe_url}", None) from None
+            if code == -343:
+                raise NodeUnavailable(f"{method}: reply without a result from {self.safe_url}",
+                                      None) from None
+            raise classify(code, message) from None
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            # Refused, reset, timed out, closed without a reply, or not JSON at all: the
+            # call may or may not have happened. `from None` keeps the URL out of tracebacks.
+            raise NodeUnavailable(
+                f"{method}: {type(exc).__name__}: {exc} (node {self.safe_url})", None
+            ) from None
+        finally:
+            conn.close()
+            log.debug("node %s took %.1f ms", method, (time.monotonic() - started) * 1000)
+        return result
+
+    # ------------------------------------------------------------ chain
+
+    def get_blockchain_info(self) -> dict[str, Any]:
+        return dict(self.call("getblockchaininfo"))
+
+    def get_block_count(self) -> int:
+        return int(self.call("getblockcount"))
+
+    def get_best_block_hash(self) -> str:
+        return str(self.call("getbestblockhash"))
+
+    def get_wallet_info(self) -> dict[str, Any]:
+        return dict(self.call("getwalletinfo"))
+
+    def get_balance_sats(self) -> int:
+        """Trusted spendable balance (bitcoind's getbalance)."""
+        return btc_to_sats(self.call("getbalance"))
+
+    def get_new_address(self, address_type: str | None = None) -> str:
+        if address_type is None:
+            return str(self.call("getnewaddress"))
+        return str(self.call("getnewaddress", "", address_type))
+
+    def get_address_info(self, address: str) -> dict[str, Any]:
+        return dict(self.call("getaddressinfo", address))
+
+    def estimate_fee_rate_sat_vb(self, conf_target: int) -> int | None:
+        """Whole sat/vB (rounded up), or None when the node has no estimate (fresh regtest)."""
+        result = self.call("estimatesmartfee", conf_target)
+        rate = result.get("feerate")
+        return None if rate is None else btc_kvb_to_sat_vb_ceil(rate)
+
+    # ------------------------------------------------------------ building and signing
+
+    def create_raw_transaction(self, outputs: dict[str, int],
+                               inputs: list[str] | None = None) -> str:
+        outs = {address: sats_to_btc(sats) for address, sats in outputs.items()}
+        return str(self.call("createrawtransaction", _outpoint_objects(inputs or []), outs))
+
+    def fund_raw_transaction(self, raw_hex: str, *, fee_rate_sat_vb: int,
+                             lock_unspents: bool = True, replaceable: bool = True,
+                             add_inputs: bool = True) -> FundedTx:
+        options = {"fee_rate": fee_rate_sat_vb, "lockUnspents": lock_unspents,
+                   "replaceable": replaceable, "add_inputs": add_inputs}
+        result = self.call("fundrawtransaction", raw_hex, options)
+        return FundedTx(str(result["hex"]), btc_to_sats(result["fee"]), int(result["changepos"]))
+
+    def sign_raw_transaction_with_wallet(self, raw_hex: str) -> str:
+        result = self.call("signrawtransactionwithwallet", raw_hex)
+        if not result.get("complete"):
+            problems = "; ".join(f"{e.get('txid')}:{e.get('vout')} {e.get('error')}"
+                                 for e in result.get("errors", []))
+            raise WalletError(f"signing incomplete: {problems or 'unknown reason'}")
+        return str(result["hex"])
+
+    def decode_raw_transaction(self, raw_hex: str) -> DecodedTx:
+        result = self.call("decoderawtransaction", raw_hex)
+        outputs = []
+        for out in result["vout"]:
+            script = out.get("scriptPubKey", {})
+            address = script.get("address") or (script.get("addresses") or [None])[0]
+            outputs.append(TxOutput(address, btc_to_sats(out["value"]), int(out["n"])))
+        inputs = [f"{vin['txid']}:{vin['vout']}" for vin in result["vin"] if "txid" in vin]
+        return DecodedTx(str(result["txid"]), inputs, outputs, int(result["vsize"]))
+
+    def test_mempool_accept(self, raw_hex: str) -> dict[str, Any]:
+        return dict(self.call("testmempoolaccept", [raw_hex])[0])
+
+    def send_raw_transaction(self, raw_hex: str, *, max_fee_rate_sat_vb: int | None = None) -> str:
+        """Broadcast. Never retried here: NodeUnavailable means "outcome unknown"."""
+        if max_fee_rate_sat_vb is None:
+            return str(self.call("sendrawtransaction", raw_hex))
+        return str(self.call("sendrawtransaction", raw_hex,
+                             sat_vb_to_btc_kvb(max_fee_rate_sat_vb)))
+
+    # ------------------------------------------------------------ looking things up
+
+    def get_transaction(self, txid: str) -> dict[str, Any] | None:
+        """The wallet's view of `txid` (confirmations < 0 when conflicted), or None."""
+        try:
+            return dict(self.call("gettransaction", txid))
+        except NotFound:
+            return None
+
+    def get_raw_transaction(self, txid: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.call("getrawtransaction", txid, True))
+        except NotFound:
+            return None
+
+    def get_mempool_entry(self, txid: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.call("getmempoolentry", txid))
+        except NotFound:
+            return None
+
+    def get_tx_out(self, outpoint: str, include_mempool: bool = True) -> dict[str, Any] | None:
+        txid, vout = parse_outpoint(outpoint)
+        result = self.call("gettxout", txid, vout, include_mempool)
+        return None if result is None else dict(result)
+
+    def list_unspent(self, min_conf: int = 0) -> list[dict[str, Any]]:
+        return list(self.call("listunspent", min_conf))
+
+    def list_since_block(self, blockhash: str | None = None) -> dict[str, Any]:
+        if blockhash is None:
+            return dict(self.call("listsinceblock"))
+        return dict(self.call("listsinceblock", blockhash))
+
+    # ------------------------------------------------------------ coin locks
+
+    def lock_unspent(self, outpoints: list[str]) -> None:
+        if not outpoints:
+            return
+        if self.call("lockunspent", False, _outpoint_objects(outpoints)) is not True:
+            raise WalletError("lockunspent returned false")
+
+    def unlock_unspent(self, outpoints: list[str]) -> None:
+        """Unlock; outpoints already unlocked, spent or unknown are fine (no error)."""
+        if not outpoints:
+            return  # an empty list must never become bitcoind's "unlock everything"
+        try:
+            self.call("lockunspent", True, _outpoint_objects(outpoints))
+            return
+        except InvalidParameter:
+            pass  # bitcoind changes nothing if one outpoint is not locked: go one by one
+        for outpoint in outpoints:
+            try:
+                self.call("lockunspent", True, _outpoint_objects([outpoint]))
+            except InvalidParameter as exc:
+                log.debug("unlock %s: %s", outpoint, exc.message)
+
+    def list_lock_unspent(self) -> list[str]:
+        return [f"{o['txid']}:{o['vout']}" for o in self.call("listlockunspent")]
+
+    # ------------------------------------------------------------ PSBT
+
+    def wallet_create_funded_psbt(self, outputs: dict[str, int], *, fee_rate_sat_vb: int,
+                                  lock_unspents: bool = True, inputs: list[str] | None = None,
+                                  add_inputs: bool = True) -> FundedPsbt:
+        outs = {address: sats_to_btc(sats) for address, sats in outputs.items()}
+        options = {"fee_rate": fee_rate_sat_vb, "lockUnspents": lock_unspents,
+                   "add_inputs": add_inputs, "replaceable": True}
+        result = self.call("walletcreatefundedpsbt", _outpoint_objects(inputs or []), outs, 0,
+                           options)
+        return FundedPsbt(str(result["psbt"]), btc_to_sats(result["fee"]),
+                          int(result["changepos"]))
+
+    def wallet_process_psbt(self, psbt: str, sign: bool = True) -> tuple[str, bool]:
+        result = self.call("walletprocesspsbt", psbt, sign)
+        return str(result["psbt"]), bool(result["complete"])
+
+    def finalize_psbt(self, psbt: str) -> tuple[str | None, bool]:
+        result = self.call("finalizepsbt", psbt)
+        complete = bool(result.get("complete"))
+        return (str(result["hex"]) if complete and "hex" in result else None), complete
+
+    def decode_psbt(self, psbt: str) -> dict[str, Any]:
+        return dict(self.call("decodepsbt", psbt))
+
+    # ------------------------------------------------------------ wallet sends and mining
+
+    def generate_to_address(self, n: int, address: str) -> list[str]:
+        return [str(h) for h in self.call("generatetoaddress", n, address)]
+
+    def send_to_address(self, address: str, amount_sats: int, *,
+                        fee_rate_sat_vb: int | None = None) -> str:
+        if fee_rate_sat_vb is None:
+            return str(self.call("sendtoaddress", address, sats_to_btc(amount_sats)))
+        # Positional form of fee_rate (10th argument); the nulls mean "default".
+        return str(self.call("sendtoaddress", address, sats_to_btc(amount_sats), "", "", False,
+                             True, None, "unset", None, fee_rate_sat_vb))
+
+    def send_many(self, amounts: dict[str, int], *, fee_rate_sat_vb: int | None = None) -> str:
+        outs = {address: sats_to_btc(sats) for address, sats in amounts.items()}
+        if fee_rate_sat_vb is None:
+            return str(self.call("sendmany", "", outs))
+        return str(self.call("sendmany", "", outs, None, "", [], True, None, "unset",
+                             fee_rate_sat_vb))
+
+    def bump_fee(self, txid: str, *, fee_rate_sat_vb: int | None = None) -> dict[str, Any]:
+        options = {} if fee_rate_sat_vb is None else {"fee_rate": fee_rate_sat_vb}
+        return dict(self.call("bumpfee", txid, options))
+
+    def abandon_transaction(self, txid: str) -> None:
+        self.call("abandontransaction", txid)
+
+
+__all__ = [
+    "DecodedTx", "FundedPsbt", "FundedTx", "NodeClient", "NodeError", "READ_ONLY_METHODS",
+    "TxOutput", "parse_outpoint", "redact",
+]
