@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import logging
-
 import uvicorn
 
 from api.app import create_app
+from shared.logging_setup import configure_logging
 from shared.settings import get_settings
 
 
 def serve(host: str | None = None, port: int | None = None) -> int:
-    """Run until interrupted. Returns 0 after a clean shutdown, 1 if the server never started
-    (e.g. the port is taken)."""
+    """Run until interrupted. Returns 0 after a clean shutdown, non-zero if the server never
+    started (e.g. the port is taken)."""
     settings = get_settings()
-    level = settings.log_level.upper()
-    # uvicorn configures only its own loggers; this gives ours (e.g. publish warnings) a home.
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One log format for the whole process (JSON lines unless PAYOUTS_LOG_JSON=false):
+    # log_config=None stops uvicorn installing its own handlers, so its loggers propagate here.
+    configure_logging(settings.log_level, settings.log_json)
     config = uvicorn.Config(
         create_app(),
         host=host or settings.api_host,
         port=port if port is not None else settings.api_port,
-        log_level=level.lower(),
+        log_config=None,
+        log_level=settings.log_level.lower(),
         # The access log shows client, request line and status, never request headers, so
         # the Authorization header (the API key) stays out of the logs.
         access_log=True,

@@ -152,6 +152,7 @@ def approve_payout(
                 payout.id,
                 type(exc).__name__,
                 exc,
+                extra={"payout_id": str(payout.id)},
             )
     data = serialize_payout(session, payout).model_dump()
     if route is Route.AUTOMATIC:
