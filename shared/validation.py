@@ -6,6 +6,8 @@ same words. Each failure is a `ValidationError` naming the offending field.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any
 
 from embit.networks import NETWORKS
@@ -28,6 +30,8 @@ _ADDRESS_SCRIPT_TYPES = frozenset({"p2pkh", "p2sh", "p2wpkh", "p2wsh", "p2tr"})
 
 # The longest valid segwit address is 90 characters (BIP173); base58 ones are ~35.
 MAX_ADDRESS_LENGTH = 90
+# Metadata is for the client's references (invoice, order); deep nesting only costs us.
+MAX_METADATA_DEPTH = 16
 # The idempotency_keys.key column is VARCHAR(255).
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
@@ -124,9 +128,29 @@ def validate_metadata(metadata: object) -> dict[str, Any]:
     """Metadata is an optional JSON object the client gets back verbatim; absent means {}."""
     if metadata is None:
         return {}
-    if not isinstance(metadata, dict) or not all(isinstance(k, str) for k in metadata):
+    if not isinstance(metadata, dict):
         raise ValidationError("metadata", "must be a JSON object")
+    _check_json_value(metadata, depth=1)
     return metadata
+
+
+def _check_json_value(value: object, depth: int) -> None:
+    # Python's JSON parser accepts NaN/Infinity (and 1e400 becomes inf), which PostgreSQL's
+    # json type refuses: catch them here as bad input rather than as a database error.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValidationError("metadata", "numbers must be finite (no NaN or Infinity)")
+    if not isinstance(value, dict | list):
+        return
+    if depth > MAX_METADATA_DEPTH:
+        raise ValidationError("metadata", f"is nested deeper than {MAX_METADATA_DEPTH} levels")
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise ValidationError("metadata", "must be a JSON object")
+        items: Iterable[object] = value.values()
+    else:
+        items = value
+    for item in items:
+        _check_json_value(item, depth + 1)
 
 
 def validate_idempotency_key(key: object) -> str:

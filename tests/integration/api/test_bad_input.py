@@ -68,6 +68,42 @@ CREATE_CASES: list[tuple[str, dict[str, Any], int, str]] = [
     ("not an address", {"json": {**GOOD, "destination": "hello"}}, 422, "invalid_request"),
     ("metadata not object", {"json": {**GOOD, "metadata": "x"}}, 422, "invalid_request"),
     (
+        "metadata NaN",
+        {
+            "content": b'{"destination": "%s", "amount_sats": 1000, "metadata": {"x": NaN}}'
+            % REGTEST_P2WPKH.encode(),
+            "headers": JSON,
+        },
+        422,
+        "invalid_request",
+    ),
+    (
+        "metadata 1e400",
+        {
+            "content": b'{"destination": "%s", "amount_sats": 1000, "metadata": {"x": 1e400}}'
+            % REGTEST_P2WPKH.encode(),
+            "headers": JSON,
+        },
+        422,
+        "invalid_request",
+    ),
+    (
+        "metadata too deep",
+        {"json": {**GOOD, "metadata": json.loads('{"a":' * 40 + "1" + "}" * 40)}},
+        422,
+        "invalid_request",
+    ),
+    (
+        "nested arrays",
+        {
+            "content": b'{"destination": "%s", "amount_sats": 1000, "metadata": {"x": %s}}'
+            % (REGTEST_P2WPKH.encode(), b"[" * 1500 + b"]" * 1500),
+            "headers": JSON,
+        },
+        400,
+        "bad_request",
+    ),
+    (
         "oversized declared",
         {"content": padded_body(BODY_LIMIT + 1), "headers": JSON},
         413,

@@ -7,6 +7,7 @@ from embit import base58
 
 from shared.settings import DUST_LIMIT_SATS
 from shared.validation import (
+    MAX_METADATA_DEPTH,
     ValidationError,
     validate_address,
     validate_amount,
@@ -143,6 +144,23 @@ class TestValidateMetadata:
     def test_non_object_is_refused(self, value: object) -> None:
         with pytest.raises(ValidationError, match="JSON object"):
             validate_metadata(value)
+
+    @pytest.mark.parametrize(
+        "value",
+        [{"x": float("nan")}, {"x": [1, float("inf")]}, {"x": {"y": -float("inf")}}],
+    )
+    def test_non_finite_numbers_are_refused(self, value: object) -> None:
+        with pytest.raises(ValidationError, match="finite"):
+            validate_metadata(value)
+
+    def test_nesting_beyond_the_limit_is_refused(self) -> None:
+        ok: dict[str, object] = {"leaf": 1}
+        for _ in range(MAX_METADATA_DEPTH - 1):
+            ok = {"a": ok}
+        assert validate_metadata(ok) == ok
+
+        with pytest.raises(ValidationError, match="nested"):
+            validate_metadata({"a": ok})
 
 
 class TestValidateIdempotencyKey:
