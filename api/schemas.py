@@ -12,8 +12,7 @@ from sqlalchemy.orm import Session
 
 from shared.intake import transaction_ids
 from shared.models import Payout, PayoutEvent, PayoutState, Route
-
-MAX_REASON_LENGTH = 500
+from shared.validation import MAX_REASON_LENGTH
 
 
 class CreatePayoutRequest(BaseModel):

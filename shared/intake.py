@@ -37,6 +37,7 @@ from shared.validation import (
     validate_amount,
     validate_idempotency_key,
     validate_metadata,
+    validate_reason,
 )
 
 S = PayoutState
@@ -332,6 +333,7 @@ def _serialize_automatic_budget(session: Session) -> None:
 
 def cancel(session: Session, payout_id: uuid.UUID, actor: str, reason: str | None = None) -> Payout:
     """Cancel a payout that nobody has claimed yet (awaiting_approval or approved)."""
+    reason = validate_reason(reason)
     payout = get_payout(session, payout_id)
     if payout.state not in CANCELLABLE:
         raise _cancel_refused(payout)

@@ -32,6 +32,8 @@ _ADDRESS_SCRIPT_TYPES = frozenset({"p2pkh", "p2sh", "p2wpkh", "p2wsh", "p2tr"})
 MAX_ADDRESS_LENGTH = 90
 # Metadata is for the client's references (invoice, order); deep nesting only costs us.
 MAX_METADATA_DEPTH = 16
+# Free-text reasons end up in the audit trail; a paragraph is plenty.
+MAX_REASON_LENGTH = 500
 # The idempotency_keys.key column is VARCHAR(255).
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
@@ -163,3 +165,17 @@ def validate_idempotency_key(key: object) -> str:
     if not key.isascii() or not key.isprintable():
         raise ValidationError(field, "must be printable ASCII")
     return key
+
+
+def validate_reason(reason: object) -> str | None:
+    """An optional human note for the audit trail: text without control characters (NUL
+    cannot even be stored in a PostgreSQL text column), at most MAX_REASON_LENGTH long."""
+    if reason is None:
+        return None
+    if not isinstance(reason, str):
+        raise ValidationError("reason", "must be a string")
+    if len(reason) > MAX_REASON_LENGTH:
+        raise ValidationError("reason", f"must be at most {MAX_REASON_LENGTH} characters")
+    if any(not ch.isprintable() and ch not in "\n\t" for ch in reason):
+        raise ValidationError("reason", "must not contain control characters")
+    return reason

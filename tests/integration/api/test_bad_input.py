@@ -211,6 +211,21 @@ def test_approving_an_approved_payout_is_409(
     assert len(queued_messages(broker)) == queued_before
 
 
+def test_cancel_reason_with_a_nul_byte_is_422(
+    client: httpx.Client, keys: dict[str, str], seeded: dict[str, str], pg_db: str
+) -> None:
+    # PostgreSQL text columns cannot hold NUL; this must be refused as input, not crash.
+    before = db_snapshot(pg_db)
+
+    response = client.post(
+        f"/v1/payouts/{seeded['id']}/cancel",
+        json={"reason": "oops\u0000"},
+        headers=bearer(keys["admin"]),
+    )
+
+    assert_refused_without_change(response, 422, "invalid_request", before, db_snapshot(pg_db))
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status", "code"),
     [

@@ -384,6 +384,20 @@ class TestCancel:
         assert state.value in error["message"] and "worker:w1" in error["message"]
         assert counts() == before
 
+    def test_cancel_reason_with_a_nul_byte_is_422_not_a_database_error(
+        self, client: TestClient, keys: dict[str, str]
+    ) -> None:
+        payout = create(client, keys["creator"]).json()
+
+        response = client.post(
+            f"/v1/payouts/{payout['id']}/cancel",
+            json={"reason": "a\u0000b"},
+            headers=bearer(keys["admin"]),
+        )
+
+        assert response.status_code == 422
+        assert "reason" in response.json()["error"]["message"]
+
     def test_cancel_with_an_unknown_field_is_422(
         self, client: TestClient, keys: dict[str, str]
     ) -> None:

@@ -8,11 +8,13 @@ from embit import base58
 from shared.settings import DUST_LIMIT_SATS
 from shared.validation import (
     MAX_METADATA_DEPTH,
+    MAX_REASON_LENGTH,
     ValidationError,
     validate_address,
     validate_amount,
     validate_idempotency_key,
     validate_metadata,
+    validate_reason,
 )
 
 NETWORKS = ("mainnet", "testnet", "signet", "regtest")
@@ -171,3 +173,16 @@ class TestValidateIdempotencyKey:
     def test_empty_long_or_unprintable_key_is_refused(self, key: object) -> None:
         with pytest.raises(ValidationError):
             validate_idempotency_key(key)
+
+
+class TestValidateReason:
+    @pytest.mark.parametrize("reason", [None, "customer asked", "line one\nline two\tend"])
+    def test_plain_text_or_nothing_is_accepted(self, reason: str | None) -> None:
+        assert validate_reason(reason) == reason
+
+    @pytest.mark.parametrize(
+        "reason", ["nul\x00byte", "bell\x07", "x" * (MAX_REASON_LENGTH + 1), 42]
+    )
+    def test_control_characters_overlong_or_non_text_is_refused(self, reason: object) -> None:
+        with pytest.raises(ValidationError):
+            validate_reason(reason)
