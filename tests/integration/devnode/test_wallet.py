@@ -1,0 +1,99 @@
+"""The wallet's bookkeeping RPCs: balances, coins, locks, history, gettxout."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.node import NodeClient
+from shared.node.errors import InvalidParameter
+from tests.integration.devnode.conftest import FOREIGN, pay
+
+COIN = 100_000_000
+
+
+def test_balances_track_maturity_and_pending(funded: NodeClient) -> None:
+    balances = funded.call("getbalances")["mine"]
+    assert balances["trusted"] == 50 and balances["immature"] == 5000
+    info = funded.get_wallet_info()
+    assert info["walletname"] == "hot" and info["balance"] == 50
+    mine = funded.get_new_address()
+    funded.send_to_address(mine, COIN)
+    # Our own unconfirmed change and self-payment stay trusted.
+    assert funded.get_balance_sats() < 50 * COIN
+    assert funded.get_balance_sats() > 49 * COIN
+
+
+def test_listunspent_and_gettxout(funded: NodeClient) -> None:
+    [coin] = funded.list_unspent(1)
+    assert coin["amount"] == 50 and coin["confirmations"] == 101 and coin["safe"]
+    outpoint = f"{coin['txid']}:{coin['vout']}"
+    out = funded.get_tx_out(outpoint)
+    assert out is not None and out["coinbase"] and out["confirmations"] == 101
+    signed, txid, _ = pay(funded, {FOREIGN: COIN})
+    funded.send_raw_transaction(signed)
+    assert funded.get_tx_out(outpoint) is None  # spent in the mempool
+    assert funded.get_tx_out(outpoint, include_mempool=False) is not None
+    assert funded.get_tx_out(f"{txid}:0", include_mempool=False) is None
+    mempool_out = funded.get_tx_out(f"{txid}:0")
+    assert mempool_out is not None and mempool_out["confirmations"] == 0
+    assert [u["txid"] for u in funded.list_unspent(0)] == [txid]
+    assert funded.list_unspent(1) == []
+
+
+def test_lockunspent_follows_bitcoind(funded: NodeClient) -> None:
+    [coin] = funded.list_unspent(1)
+    outpoint = f"{coin['txid']}:{coin['vout']}"
+    funded.lock_unspent([outpoint])
+    assert funded.list_lock_unspent() == [outpoint]
+    assert funded.list_unspent(1) == []  # locked coins are not listed
+    assert funded.get_balance_sats() == 50 * COIN  # but still counted
+    with pytest.raises(InvalidParameter) as again:
+        funded.lock_unspent([outpoint])
+    assert again.value.message == "Invalid parameter, output already locked"
+    with pytest.raises(InvalidParameter) as unknown:
+        funded.lock_unspent([f"{'22' * 32}:0"])
+    assert unknown.value.message == "Invalid parameter, unknown transaction"
+    with pytest.raises(InvalidParameter):
+        funded.call("lockunspent", True, [{"txid": coin["txid"], "vout": 5}])
+    funded.unlock_unspent([outpoint, f"{'22' * 32}:0"])
+    assert funded.list_lock_unspent() == []
+    funded.unlock_unspent([outpoint])  # not locked any more: no error
+
+
+def test_history_entries(funded: NodeClient) -> None:
+    start = funded.get_best_block_hash()
+    mine = funded.get_new_address()
+    to_foreign = funded.send_to_address(FOREIGN, 2 * COIN)
+    to_self = funded.send_to_address(mine, COIN)
+    funded.generate_to_address(1, funded.get_new_address())
+    since = funded.list_since_block(start)
+    sends = [e for e in since["transactions"] if e["category"] == "send"]
+    assert {(e["txid"], e["address"], e["amount"]) for e in sends} == {
+        (to_foreign, FOREIGN, -2), (to_self, mine, -1)}
+    assert all(e["fee"] < 0 and e["confirmations"] == 1 and e["blockhash"] for e in sends)
+    receives = [e for e in since["transactions"] if e["category"] == "receive"]
+    assert [(e["txid"], e["amount"]) for e in receives] == [(to_self, 1)]
+    assert since["lastblock"] == funded.get_best_block_hash()
+    everything = funded.list_since_block()
+    assert len(everything["transactions"]) > len(since["transactions"])
+    recent = funded.call("listtransactions", "*", 3)
+    assert len(recent) == 3
+    view = funded.get_transaction(to_foreign)
+    assert view is not None
+    assert view["amount"] == -2 and view["fee"] < 0
+    assert view["details"][0]["category"] == "send"
+
+
+def test_createrawtransaction_options(funded: NodeClient) -> None:
+    [coin] = funded.list_unspent(1)
+    raw = funded.call("createrawtransaction", [{"txid": coin["txid"], "vout": 0}],
+                      [{FOREIGN: 1}, {"data": "cafe"}], 0, True)
+    decoded = funded.call("decoderawtransaction", raw)
+    assert decoded["vin"][0]["sequence"] == 0xFFFFFFFD
+    assert decoded["vout"][1]["scriptPubKey"]["type"] == "nulldata"
+    with pytest.raises(InvalidParameter) as duplicate:
+        funded.call("createrawtransaction", [], [{FOREIGN: 1}, {FOREIGN: 2}])
+    assert "duplicated address" in duplicate.value.message
+    empty = funded.create_raw_transaction({FOREIGN: 5000})
+    # A zero-input transaction decodes as such, not as a broken segwit one.
+    assert funded.decode_raw_transaction(empty).inputs == []

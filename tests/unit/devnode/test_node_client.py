@@ -1,0 +1,107 @@
+"""NodeClient's offline behaviour: error typing, redaction, amount conversion."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from shared.node import NodeClient
+from shared.node.amounts import btc_kvb_to_sat_vb_ceil, btc_to_sats, sat_vb_to_btc_kvb, sats_to_btc
+from shared.node.client import READ_ONLY_METHODS, parse_outpoint, redact
+from shared.node.errors import (
+    AlreadyKnown,
+    FeeTooHigh,
+    InputsMissingOrSpent,
+    InsufficientFunds,
+    InvalidAddress,
+    InvalidParameter,
+    MethodNotFound,
+    NodeError,
+    NodeUnavailable,
+    NotFound,
+    TxConflict,
+    TxRejected,
+    WalletError,
+    classify,
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "expected"),
+    [
+        (-6, "Insufficient funds", InsufficientFunds),
+        (-4, "Insufficient funds", InsufficientFunds),
+        (-4, "Fee estimation failed", WalletError),
+        (-25, "bad-txns-inputs-missingorspent", InputsMissingOrSpent),
+        (-25, "Missing inputs", InputsMissingOrSpent),
+        (-25, "Fee exceeds maximum configured by user (e.g. -maxtxfee, maxfeerate)", FeeTooHigh),
+        (-26, "max-fee-exceeded", FeeTooHigh),
+        (-26, "txn-mempool-conflict", TxConflict),
+        (-26, "insufficient fee, rejecting replacement abc; new feerate", TxConflict),
+        (-26, "txn-already-in-mempool", AlreadyKnown),
+        (-26, "txn-already-known", AlreadyKnown),
+        (-27, "Transaction outputs already in utxo set", AlreadyKnown),
+        (-27, "transaction already in block chain", AlreadyKnown),
+        (-26, "mandatory-script-verify-flag-failed (Signature must be zero)", TxRejected),
+        (-26, "dust", TxRejected),
+        (-5, "Invalid Bitcoin address: xyz", InvalidAddress),
+        (-5, "Invalid or non-wallet transaction id", NotFound),
+        (-5, "No such mempool or blockchain transaction", NotFound),
+        (-8, "Invalid parameter, output already locked", InvalidParameter),
+        (-3, "JSON value of type string is not of expected type number", InvalidParameter),
+        (-18, "Requested wallet does not exist or is not loaded", WalletError),
+        (-32601, "Method not found", MethodNotFound),
+        (-28, "Loading block index...", NodeUnavailable),
+        (-1, "something else", NodeError),
+    ],
+)
+def test_classify(code: int, message: str, expected: type[NodeError]) -> None:
+    error = classify(code, message)
+    assert type(error) is expected
+    assert error.code == code and error.message == message
+
+
+def test_subclassing_lets_callers_catch_broadly() -> None:
+    assert issubclass(InsufficientFunds, WalletError)
+    for cls in (InputsMissingOrSpent, TxConflict, AlreadyKnown, FeeTooHigh):
+        assert issubclass(cls, TxRejected)
+
+
+def test_redaction() -> None:
+    url = "http://payouts:secret@127.0.0.1:18443/wallet/hot"
+    assert redact(url) == "http://payouts:***@127.0.0.1:18443/wallet/hot"
+    client = NodeClient(url)
+    assert "secret" not in repr(client) and "secret" not in client.safe_url
+    with pytest.raises(ValueError) as caught:
+        NodeClient("ftp://u:secret@host/")
+    assert "secret" not in str(caught.value)
+
+
+def test_only_reads_are_retried() -> None:
+    assert "getblockcount" in READ_ONLY_METHODS
+    for method in ("sendrawtransaction", "fundrawtransaction", "lockunspent", "sendtoaddress",
+                   "generatetoaddress", "bumpfee", "getnewaddress"):
+        assert method not in READ_ONLY_METHODS
+
+
+def test_amount_conversions() -> None:
+    assert sats_to_btc(1) == Decimal("0.00000001")
+    assert btc_to_sats(Decimal("20999999.99999999")) == 2_099_999_999_999_999
+    assert btc_to_sats("0.1") == 10_000_000
+    with pytest.raises(TypeError):
+        btc_to_sats(0.1)
+    with pytest.raises(ValueError):
+        btc_to_sats(Decimal("0.000000001"))
+    with pytest.raises(TypeError):
+        sats_to_btc(1.5)  # type: ignore[arg-type]
+    assert sat_vb_to_btc_kvb(10) == Decimal("0.00010000")
+    assert btc_kvb_to_sat_vb_ceil(Decimal("0.00001001")) == 2
+    assert btc_kvb_to_sat_vb_ceil(Decimal("0.00001")) == 1
+
+
+def test_outpoints() -> None:
+    assert parse_outpoint("ab" * 32 + ":3") == ("ab" * 32, 3)
+    for bad in ("abc:1", "ab" * 32, "ab" * 32 + ":x"):
+        with pytest.raises(ValueError):
+            parse_outpoint(bad)
