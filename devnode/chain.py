@@ -13,6 +13,7 @@ from embit import compact
 from embit.script import Script, Witness
 from embit.transaction import Transaction, TransactionInput, TransactionOutput
 
+from devnode.scriptcode import script_num
 from devnode.txutil import (
     COIN,
     SEQUENCE_FINAL,
@@ -20,7 +21,6 @@ from devnode.txutil import (
     dsha256,
     is_coinbase,
     outpoints_of,
-    script_num,
     serialize_no_witness,
     txid_of,
     vsize_of,

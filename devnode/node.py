@@ -25,8 +25,9 @@ from devnode.errors import (
 )
 from devnode.faults import Faults
 from devnode.policy import Verdict, evaluate
+from devnode.scriptcode import address_of
 from devnode.scripts import p2wpkh_script
-from devnode.txutil import address_of, fee_for, is_coinbase, txid_of
+from devnode.txutil import fee_for, is_coinbase, txid_of
 from devnode.wallet import Wallet
 
 DEFAULT_FALLBACK_FEE_SAT_KVB = 20_000  # -fallbackfee=0.0002, the usual regtest setting

@@ -13,17 +13,15 @@ from embit.transaction import Transaction
 
 from devnode.chain import COINBASE_MATURITY, MEMPOOL_HEIGHT, Chain, Coin, Mempool
 from devnode.errors import RPC_TRANSACTION_ERROR, RPC_TRANSACTION_REJECTED
+from devnode.scriptcode import dust_threshold, is_push_only, script_type
 from devnode.scripts import ScriptFailure, verify_input
 from devnode.txutil import (
     LOCKTIME_THRESHOLD,
     MAX_MONEY,
     SEQUENCE_FINAL,
-    dust_threshold,
     fee_for,
     is_coinbase,
-    is_push_only,
     outpoints_of,
-    script_type,
     signals_rbf,
     stripped_size,
     txid_of,

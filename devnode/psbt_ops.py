@@ -10,9 +10,10 @@ from embit.script import Script, Witness
 from embit.transaction import SIGHASH, Transaction, TransactionOutput
 
 from devnode.errors import RPC_DESERIALIZATION_ERROR, RPCError
+from devnode.scriptcode import push_data, script_pubkey_json
 from devnode.scripts import ScriptFailure, p2wpkh_script, sign_input, signing_kind, verify_input
 from devnode.spend import find_coin
-from devnode.txutil import btc, copy_tx, push_data, script_pubkey_json, tx_to_json
+from devnode.txutil import btc, copy_tx, tx_to_json
 from devnode.wallet import KeyInfo, Wallet
 
 if TYPE_CHECKING:

@@ -17,6 +17,7 @@ from devnode.errors import (
     RPCError,
 )
 from devnode.policy import INCREMENTAL_RELAY_SAT_KVB, MIN_RELAY_SAT_KVB, format_money
+from devnode.scriptcode import AddressError, address_of, dust_threshold, script_for_address
 from devnode.scripts import p2wpkh_script, sign_input
 from devnode.spend import (
     WALLET_INCREMENTAL_SAT_KVB,
@@ -27,17 +28,7 @@ from devnode.spend import (
     sign_with_wallet,
     signed_vsize,
 )
-from devnode.txutil import (
-    SEQUENCE_RBF,
-    AddressError,
-    address_of,
-    dust_threshold,
-    fee_for,
-    outpoints_of,
-    script_for_address,
-    txid_of,
-    vsize_of,
-)
+from devnode.txutil import SEQUENCE_RBF, fee_for, outpoints_of, txid_of, vsize_of
 from devnode.wallet import Wallet, WalletTx
 
 if TYPE_CHECKING:

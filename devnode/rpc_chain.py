@@ -8,15 +8,8 @@ from typing import Any
 from devnode.chain import Block, MempoolEntry
 from devnode.errors import RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER, RPCError
 from devnode.registry import METHODS, Context, rpc, usage
-from devnode.txutil import (
-    AddressError,
-    btc,
-    is_coinbase,
-    script_for_address,
-    script_pubkey_json,
-    signals_rbf,
-    tx_to_json,
-)
+from devnode.scriptcode import AddressError, script_for_address, script_pubkey_json
+from devnode.txutil import btc, is_coinbase, signals_rbf, tx_to_json
 
 REGTEST_DIFFICULTY = 4.656542373906925e-10
 

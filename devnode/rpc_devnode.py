@@ -11,7 +11,8 @@ from devnode.errors import RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER, RP
 from devnode.registry import Context, rpc
 from devnode.replace import double_spend
 from devnode.rpc_chain import parse_hash
-from devnode.txutil import AddressError, fee_rate_to_sat_per_kvb, script_for_address
+from devnode.scriptcode import AddressError, script_for_address
+from devnode.txutil import fee_rate_to_sat_per_kvb
 
 
 def _count(value: Any) -> int:

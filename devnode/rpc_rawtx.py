@@ -15,20 +15,22 @@ from devnode.errors import (
 )
 from devnode.registry import Context, json_type, rpc
 from devnode.rpc_chain import find_block, parse_hash
+from devnode.scriptcode import (
+    AddressError,
+    DecodeError,
+    address_of,
+    push_data,
+    script_for_address,
+    script_type,
+)
 from devnode.txutil import (
     SEQUENCE_FINAL,
     SEQUENCE_NONFINAL,
     SEQUENCE_RBF,
-    AddressError,
-    DecodeError,
-    address_of,
     amount_to_sats,
     btc,
     fee_for,
     is_coinbase,
-    push_data,
-    script_for_address,
-    script_type,
     tx_from_hex,
     tx_to_json,
 )

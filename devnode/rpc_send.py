@@ -22,16 +22,9 @@ from devnode.replace import bump_fee
 from devnode.rpc_chain import parse_hash
 from devnode.rpc_rawtx import decode_tx_arg, parse_inputs, parse_outputs
 from devnode.rpc_wallet import address_type_arg, wallet_tx
+from devnode.scriptcode import AddressError, address_of, script_for_address
 from devnode.spend import FundOptions, change_script_from, fund, send, sign_with_wallet
-from devnode.txutil import (
-    AddressError,
-    address_of,
-    amount_to_sats,
-    btc,
-    fee_rate_to_sat_per_kvb,
-    script_for_address,
-    txid_of,
-)
+from devnode.txutil import amount_to_sats, btc, fee_rate_to_sat_per_kvb, txid_of
 
 _BOOL_KEYS = {"add_inputs": "add_inputs", "include_unsafe": "include_unsafe",
               "lockUnspents": "lock_unspents", "lock_unspents": "lock_unspents",

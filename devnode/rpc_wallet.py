@@ -14,15 +14,8 @@ from devnode.errors import (
 )
 from devnode.registry import Context, rpc
 from devnode.rpc_chain import parse_hash
-from devnode.txutil import (
-    AddressError,
-    Outpoint,
-    btc,
-    hash160,
-    script_for_address,
-    script_type,
-    tx_to_json,
-)
+from devnode.scriptcode import AddressError, script_for_address, script_type
+from devnode.txutil import Outpoint, btc, hash160, tx_to_json
 from devnode.wallet import ADDRESS_TYPES, Wallet, WalletTx
 
 _UNLOADED: dict[int, dict[str, Wallet]] = {}  # id(node) -> wallets unloaded from it

@@ -12,7 +12,8 @@ from embit import ec
 from embit.script import Script
 from embit.transaction import SIGHASH, Transaction
 
-from devnode.txutil import DecodeError, hash160, is_push_only, push_data, script_ops
+from devnode.scriptcode import DecodeError, is_push_only, push_data, script_ops
+from devnode.txutil import hash160
 
 MANDATORY = "mandatory-script-verify-flag-failed"
 NON_MANDATORY = "non-mandatory-script-verify-flag"

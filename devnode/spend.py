@@ -22,6 +22,7 @@ from devnode.errors import (
     RPC_WALLET_INSUFFICIENT_FUNDS,
     RPCError,
 )
+from devnode.scriptcode import AddressError, dust_threshold, push_data, script_for_address
 from devnode.scripts import (
     DUMMY_PUB,
     DUMMY_SIG,
@@ -34,14 +35,10 @@ from devnode.scripts import (
 from devnode.txutil import (
     SEQUENCE_NONFINAL,
     SEQUENCE_RBF,
-    AddressError,
     Outpoint,
     copy_tx,
-    dust_threshold,
     fee_for,
     outpoints_of,
-    push_data,
-    script_for_address,
     vsize_of,
 )
 from devnode.wallet import Wallet

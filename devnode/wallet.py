@@ -20,17 +20,9 @@ from embit.networks import NETWORKS
 from embit.transaction import Transaction
 
 from devnode.chain import COINBASE_MATURITY, Block, Chain, Mempool
+from devnode.scriptcode import address_of
 from devnode.scripts import p2pkh_script, p2sh_script, p2wpkh_script
-from devnode.txutil import (
-    Outpoint,
-    address_of,
-    btc,
-    is_coinbase,
-    outpoints_of,
-    signals_rbf,
-    txid_of,
-    wtxid_of,
-)
+from devnode.txutil import Outpoint, btc, is_coinbase, outpoints_of, signals_rbf, txid_of, wtxid_of
 
 # address_type -> BIP purpose used for its derivation path.
 ADDRESS_TYPES = {"bech32": 84, "p2sh-segwit": 49, "legacy": 44}

@@ -45,6 +45,9 @@ def test_fail_next_returns_the_armed_error_then_recovers(funded: NodeClient) -> 
     assert funded.call("devnode_status")["faults"]["fail_next"]["*"]
     with pytest.raises(TxConflict):
         funded.get_block_count()
+    funded.call("devnode_fail_next", "getblockcount", -1, "armed", 5)
+    funded.call("devnode_clear_faults")
+    assert funded.get_block_count() == 101
 
 
 def test_dropped_reply_after_broadcast_is_unavailable_but_happened(funded: NodeClient) -> None:

@@ -12,17 +12,8 @@ from devnode.chain import GENESIS_HASH, block_subsidy, genesis_block
 from devnode.errors import RPCError
 from devnode.policy import format_fee_rate, format_money
 from devnode.registry import encode
-from devnode.txutil import (
-    amount_to_sats,
-    btc,
-    dust_threshold,
-    fee_for,
-    fee_rate_to_sat_per_kvb,
-    parse_tx,
-    script_for_address,
-    script_num,
-    vsize_of,
-)
+from devnode.scriptcode import dust_threshold, script_for_address, script_num
+from devnode.txutil import amount_to_sats, btc, fee_for, fee_rate_to_sat_per_kvb, parse_tx, vsize_of
 
 P2WPKH = bytes.fromhex("0014751e76e8199196d454941c45d1b3a323f1433bd6")
 
