@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from shared.node import NodeClient
@@ -97,3 +99,29 @@ def test_createrawtransaction_options(funded: NodeClient) -> None:
     empty = funded.create_raw_transaction({FOREIGN: 5000})
     # A zero-input transaction decodes as such, not as a broken segwit one.
     assert funded.decode_raw_transaction(empty).inputs == []
+
+
+def test_fundrawtransaction_options(funded: NodeClient) -> None:
+    change_to = funded.call("getrawchangeaddress")
+    raw = funded.create_raw_transaction({FOREIGN: COIN})
+    result = funded.call("fundrawtransaction", raw, {
+        "feeRate": "0.00010000", "changeAddress": change_to, "changePosition": 0,
+        "replaceable": False, "lockUnspents": False})
+    decoded = funded.call("decoderawtransaction", result["hex"])
+    assert result["changepos"] == 0
+    assert decoded["vout"][0]["scriptPubKey"]["address"] == change_to
+    assert decoded["vin"][0]["sequence"] == 0xFFFFFFFE  # not BIP125-signalling
+    # 0.0001 BTC/kvB = 10 sat/vB, on the size the transaction has once signed.
+    signed = funded.decode_raw_transaction(funded.sign_raw_transaction_with_wallet(result["hex"]))
+    assert int(result["fee"] * COIN) == 10 * signed.vsize > 10 * decoded["vsize"]
+    assert funded.list_lock_unspent() == []
+    with pytest.raises(InvalidParameter):
+        funded.call("fundrawtransaction", raw, {"fee_rate": 1, "feeRate": "0.0001"})
+
+
+def test_misc_rpcs(funded: NodeClient) -> None:
+    assert funded.call("uptime") >= 0
+    assert "sendrawtransaction" in funded.call("help").split("\n")
+    assert funded.call("getaddressinfo", funded.call("getrawchangeaddress"))["ischange"]
+    assert funded.call("getnetworkinfo")["relayfee"] == Decimal("0.00001")
+    assert funded.call("getmempoolinfo")["size"] == 0
