@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.models import Payout, PayoutState, Route, Transaction, TxState, utcnow
@@ -221,7 +222,12 @@ def persist_signed_tx(session: Session, claim: Claim, tx: SignedTx, *, actor: st
             state=TxState.SIGNED,
         )
         session.add(row)
-        session.flush()
+        try:
+            session.flush()
+        except IntegrityError:
+            # These exact bytes are already stored (a repeated persist): not a new claim win.
+            savepoint.rollback()
+            return False
         won = transition(
             session,
             claim.payout_id,
