@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import logging
 import time
@@ -117,6 +118,12 @@ class NodeClient:
             raise ValueError(f"not a bitcoind RPC URL: {redact(url)}")
         self._url = url
         self._parts = parts
+        # python-bitcoinrpc builds the Authorization header from the URL without
+        # percent-decoding it; rpcpasswords often contain '/', '+' or '@', which must be
+        # percent-encoded in a URL. So the header is built here from the decoded values.
+        user = urllib.parse.unquote(parts.username or "")
+        password = urllib.parse.unquote(parts.password or "")
+        self._auth_header = b"Basic " + base64.b64encode(f"{user}:{password}".encode())
         self.safe_url = redact(url)
         self.timeout = timeout
         self.read_retries = read_retries
@@ -159,8 +166,9 @@ class NodeClient:
         conn = self._connection()
         started = time.monotonic()
         try:
-            proxy = AuthServiceProxy(self._url, timeout=self.timeout, connection=conn)
-            result = getattr(proxy, method)(*params)
+            proxy = AuthServiceProxy(self._url, method, self.timeout, conn)
+            proxy._AuthServiceProxy__auth_header = self._auth_header  # see __init__
+            result = proxy(*params)
         except JSONRPCException as exc:
             error = exc.error if isinstance(exc.error, dict) else {}
             code = error.get("code")

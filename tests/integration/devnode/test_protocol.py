@@ -53,6 +53,14 @@ def test_wrong_password_is_401_and_a_typed_error(devnode: RunningDevnode) -> Non
     assert "wrong-secret" not in str(caught.value)
 
 
+def test_percent_encoded_credentials() -> None:
+    from devnode.server import start_devnode
+
+    with start_devnode(port=0, rpcuser="ops user", rpcpassword="p@ss/w:rd+=") as dn:
+        assert "p%40ss%2Fw%3Ard%2B%3D" in dn.wallet_url
+        assert NodeClient(dn.wallet_url).get_block_count() == 0
+
+
 def test_missing_auth_header_is_401(devnode: RunningDevnode) -> None:
     conn = http.client.HTTPConnection(devnode.host, devnode.port, timeout=10)
     conn.request("POST", "/", json.dumps({"method": "getblockcount", "id": 1}))
