@@ -93,7 +93,9 @@ def transition(
     `values` are other columns to set in the same UPDATE (attribute names of `Payout`).
     The caller owns the DB transaction and must commit for the change to count.
     """
-    sources = [expected] if isinstance(expected, PayoutState) else list(expected)
+    # PayoutState is a str, so a bare state (enum or plain string) must not be iterated.
+    sources = [PayoutState(s) for s in ([expected] if isinstance(expected, str) else expected)]
+    target = PayoutState(target)
     if not sources:
         raise IllegalTransition("no expected state given")
     for source in sources:

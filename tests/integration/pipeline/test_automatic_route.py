@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 
 from shared.dispatch import enqueue_process_payout
 from shared.reconcile import judge
 from tests.support.stack import Stack
 
-PAYOUTS = 200
+PAYOUTS = int(os.environ.get("PAYOUTS_TEST_BULK_PAYOUTS", "200"))
 
 
 def _mine_and_confirm(stack: Stack, ids: list[str]) -> None:
