@@ -8,6 +8,7 @@ commit or vanish together.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from shared.models import Payout, PayoutEvent, PayoutState, utcnow
 
+log = logging.getLogger(__name__)
 S = PayoutState
 
 # from-state -> states it may move to. `claimed -> claimed` is a takeover of an expired lease;
@@ -135,5 +137,21 @@ def transition(
                 )
             )
             session.flush()
+            # Logged at the CAS, before the caller commits: a later rollback (rare) leaves a
+            # line for a transition that did not happen; the payout_events row is the truth.
+            log.info(
+                "payout %s: %s -> %s by %s",
+                payout_id,
+                source.value,
+                target.value,
+                actor,
+                extra={
+                    "payout_id": str(payout_id),
+                    "from_state": source.value,
+                    "to_state": target.value,
+                    "actor": actor,
+                    "worker": actor if actor.startswith("worker:") else None,
+                },
+            )
             return True
     return False
