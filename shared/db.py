@@ -28,7 +28,9 @@ def make_engine(url: str) -> Engine:
         return engine
     # pool_pre_ping: a connection killed by the server (restart, pg_terminate_backend) is
     # replaced instead of failing the next request.
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # The API serves sync routes from a 40-thread pool; size the pool so bursts queue on
+    # threads, not on connections.
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
 @lru_cache(maxsize=1)
@@ -60,3 +62,15 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def committing(session: Session) -> Iterator[Session]:
+    """A unit of work on a session someone else owns (e.g. the API request's session):
+    commit on success, roll back on any exception, leave the session open."""
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise

@@ -6,9 +6,11 @@ Each job is idempotent and bounded per run, so overlapping runs or a crash mid-r
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+import redis
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
@@ -50,6 +52,30 @@ def payouts_needing_a_worker(settings: Settings) -> list[str]:
             .limit(BATCH)
         ).scalars()
         return [str(payout_id) for payout_id in rows]
+
+
+def republish_unclaimed(
+    settings: Settings, redis_client: redis.Redis, publish: Callable[[str], None]
+) -> int:
+    """Re-publish `process_payout` for payouts no worker holds, at most once per payout per
+    SWEEP_AFTER_SECONDS.
+
+    Without that limit a backlog feeds itself: payouts waiting behind a long queue look idle,
+    each sweep adds another message for every one of them, and the queue grows faster than
+    workers drain it. A Redis key per payout (SET NX EX) remembers the last re-publish.
+    """
+    published = 0
+    for payout_id in payouts_needing_a_worker(settings):
+        try:
+            fresh = redis_client.set(
+                f"sweep:{payout_id}", 1, nx=True, ex=settings.sweep_after_seconds
+            )
+        except redis.RedisError:
+            fresh = True  # without Redis there is no broker either; publishing will tell
+        if fresh:
+            publish(payout_id)
+            published += 1
+    return published
 
 
 def rebroadcast_signed(node: NodeClient, settings: Settings) -> dict[str, int]:

@@ -1,5 +1,8 @@
 """The manual signing route (DESIGN §7): PSBT out to a human's signer, signed tx back in.
 
+These functions commit on the session they are given, at the points the safety argument needs
+(the claim before the node builds a PSBT; the signed bytes before they are broadcast).
+
 It claims through the same CAS as the workers, and refuses — with a reason an operator can act
 on — any payout a worker holds or will hold. That refusal, on the server, is what makes
 BTCPay's "Approve & Send" double payment impossible here.
@@ -25,7 +28,7 @@ from shared.claims import (
     release_claim,
     reserve_inputs,
 )
-from shared.db import session_scope
+from shared.db import committing
 from shared.fees import choose_fee_rate_sat_vb
 from shared.models import Payout, PayoutState, Route, Transaction, utcnow
 from shared.node import NodeClient
@@ -93,7 +96,8 @@ def _refusal(payout: Payout, key_name: str) -> ManualRouteError | None:
 
 
 def _get(session: Session, payout_id: uuid.UUID) -> Payout:
-    payout = session.get(Payout, payout_id)
+    # populate_existing: the row changes under us (workers, our own UPDATE-based CAS).
+    payout = session.get(Payout, payout_id, populate_existing=True)
     if payout is None:
         raise ManualRouteError(404, "not_found", f"no payout {payout_id}")
     return payout
@@ -109,8 +113,10 @@ class ManualClaim:
     expires_at: datetime
 
 
-def claim(node: NodeClient, settings: Settings, payout_id: uuid.UUID, key_name: str) -> ManualClaim:
-    with session_scope() as session:
+def claim(
+    session: Session, node: NodeClient, settings: Settings, payout_id: uuid.UUID, key_name: str
+) -> ManualClaim:
+    with committing(session):
         refusal = _refusal(_get(session, payout_id), key_name)
         if refusal:
             raise refusal
@@ -131,10 +137,10 @@ def claim(node: NodeClient, settings: Settings, payout_id: uuid.UUID, key_name: 
         )
         inputs = _psbt_inputs(node, funded.psbt)
     except NodeError as exc:
-        with session_scope() as session:
+        with committing(session):
             release_claim(session, won, actor=actor, reason=str(exc), count_attempt=False)
         raise _build_error(exc, won.reserved_inputs) from exc
-    with session_scope() as session:
+    with committing(session):
         if not won.reserved_inputs:
             reserve_inputs(session, won, inputs)
     return ManualClaim(payout_id, funded.psbt, funded.fee_sats, inputs, actor, won.lease_until)
@@ -172,6 +178,7 @@ class Submitted:
 
 
 def submit(
+    session: Session,
     node: NodeClient,
     settings: Settings,
     payout_id: uuid.UUID,
@@ -181,7 +188,7 @@ def submit(
     tx_hex: str | None = None,
 ) -> Submitted:
     actor = manual_actor(key_name)
-    with session_scope() as session:
+    with committing(session):
         payout = _get(session, payout_id)
         if payout.state != S.CLAIMED or payout.claimed_by != actor:
             raise (
@@ -198,12 +205,12 @@ def submit(
     signed = _checked_tx(
         node, settings, raw_hex, held.destination, held.amount_sats, held.reserved_inputs or []
     )
-    with session_scope() as session:
+    with committing(session):
         if not persist_signed_tx(session, held, signed, actor=actor):
             raise ManualRouteError(
                 409, "invalid_state", f"your claim on payout {payout_id} is no longer valid"
             )
-    with session_scope() as session:
+    with committing(session):
         row = session.get(Transaction, _get(session, payout_id).tx_id)
         assert row is not None
         outcome = broadcast_persisted(
@@ -288,11 +295,11 @@ def _already_known(check: dict[str, object]) -> bool:
     return "already" in reason or "txn-already-known" in reason
 
 
-def release(payout_id: uuid.UUID, key_name: str) -> str:
+def release(session: Session, payout_id: uuid.UUID, key_name: str) -> str:
     """Give a manual claim back. The PSBT's inputs stay reserved and locked: whoever claims
     next gets a PSBT on the same inputs, so the released one can never also confirm."""
     actor = manual_actor(key_name)
-    with session_scope() as session:
+    with committing(session):
         payout = _get(session, payout_id)
         if payout.state != S.CLAIMED or payout.claimed_by != actor:
             raise ManualRouteError(

@@ -10,12 +10,12 @@ from functools import lru_cache
 import redis
 from celery import Task
 from redis.exceptions import RedisError
-from shared.node import NodeClient
-from shared.node.errors import NodeUnavailable
 from sqlalchemy.exc import SQLAlchemyError
 
 from shared import maintenance
 from shared.dispatch import enqueue_process_payout
+from shared.node import NodeClient
+from shared.node.errors import NodeUnavailable
 from shared.processing import Outcome
 from shared.processing import process_payout as run_process_payout
 from shared.settings import get_settings
@@ -75,10 +75,7 @@ def process_payout(self: Task, payout_id: str) -> str:
 
 @app.task(name="payouts.maintenance.sweep", autoretry_for=INFRA_ERRORS, max_retries=3)
 def sweep() -> int:
-    ids = maintenance.payouts_needing_a_worker(get_settings())
-    for payout_id in ids:
-        enqueue_process_payout(payout_id)
-    return len(ids)
+    return maintenance.republish_unclaimed(get_settings(), _redis(), enqueue_process_payout)
 
 
 @app.task(name="payouts.maintenance.rebroadcast", autoretry_for=INFRA_ERRORS, max_retries=3)

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import CanSign
-from api.deps import require_json_body
+from api.deps import SessionDep, require_json_body
 from api.errors import ApiError, error_responses
 from shared import manual
 from shared.node import NodeClient
@@ -70,9 +70,9 @@ def _as_api_error(exc: manual.ManualRouteError) -> ApiError:
     "is not an approved manual payout (`invalid_state`).",
     responses=error_responses(401, 403, 404, 409, 422, 502, 503),
 )
-def claim(payout_id: uuid.UUID, principal: CanSign) -> ManualClaimOut:
+def claim(payout_id: uuid.UUID, session: SessionDep, principal: CanSign) -> ManualClaimOut:
     try:
-        held = manual.claim(_node(), get_settings(), payout_id, principal.name)
+        held = manual.claim(session, _node(), get_settings(), payout_id, principal.name)
     except manual.ManualRouteError as exc:
         raise _as_api_error(exc) from exc
     return ManualClaimOut(
@@ -96,11 +96,21 @@ def claim(payout_id: uuid.UUID, principal: CanSign) -> ManualClaimOut:
     responses=error_responses(401, 403, 404, 409, 415, 422),
 )
 def submit(
-    payout_id: uuid.UUID, body: SubmitRequest, principal: CanSign, _json: JsonBody
+    payout_id: uuid.UUID,
+    body: SubmitRequest,
+    session: SessionDep,
+    principal: CanSign,
+    _json: JsonBody,
 ) -> SubmitOut:
     try:
         done = manual.submit(
-            _node(), get_settings(), payout_id, principal.name, psbt=body.psbt, tx_hex=body.tx_hex
+            session,
+            _node(),
+            get_settings(),
+            payout_id,
+            principal.name,
+            psbt=body.psbt,
+            tx_hex=body.tx_hex,
         )
     except manual.ManualRouteError as exc:
         raise _as_api_error(exc) from exc
@@ -116,9 +126,9 @@ def submit(
     "claim gets a PSBT on the same inputs, so the released one can never also confirm.",
     responses=error_responses(401, 403, 404, 409),
 )
-def release(payout_id: uuid.UUID, principal: CanSign) -> ReleaseOut:
+def release(payout_id: uuid.UUID, session: SessionDep, principal: CanSign) -> ReleaseOut:
     try:
-        state = manual.release(payout_id, principal.name)
+        state = manual.release(session, payout_id, principal.name)
     except manual.ManualRouteError as exc:
         raise _as_api_error(exc) from exc
     return ReleaseOut(

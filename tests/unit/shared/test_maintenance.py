@@ -1,0 +1,47 @@
+"""Recovery jobs that need no node: the sweeper's re-publishing of unclaimed payouts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import fakeredis
+import pytest
+from sqlalchemy.orm import Session
+
+from shared.db import get_engine
+from shared.maintenance import republish_unclaimed
+from shared.models import Base, PayoutState, Route, utcnow
+from shared.settings import get_settings
+from tests.unit.shared.factories import make_payout
+
+S = PayoutState
+
+
+@pytest.fixture
+def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Session:
+    monkeypatch.setenv("PAYOUTS_DATABASE_URL", f"sqlite:///{tmp_path / 'm.db'}")
+    monkeypatch.setenv("PAYOUTS_SWEEP_AFTER_SECONDS", "30")
+    Base.metadata.create_all(get_engine())
+    return Session(get_engine(), expire_on_commit=False)
+
+
+def test_idle_automatic_payouts_are_republished_once_per_window(session: Session) -> None:
+    idle = utcnow() - timedelta(minutes=5)
+    stuck = make_payout(session, state=S.APPROVED, route=Route.AUTOMATIC, updated_at=idle)
+    expired = make_payout(
+        session, state=S.CLAIMED, route=Route.AUTOMATIC, updated_at=idle,
+        claimed_by="worker:w1", claim_token="t", lease_until=idle,
+    )  # fmt: skip
+    make_payout(session, state=S.APPROVED, route=Route.AUTOMATIC)  # just approved: not idle
+    make_payout(session, state=S.APPROVED, route=Route.MANUAL, updated_at=idle)  # humans' job
+    redis_client = fakeredis.FakeRedis()
+    published: list[str] = []
+
+    first = republish_unclaimed(get_settings(), redis_client, published.append)
+    second = republish_unclaimed(get_settings(), redis_client, published.append)
+
+    assert first == 2 and sorted(published) == sorted([str(stuck.id), str(expired.id)])
+    assert second == 0  # a backlog must not make the sweeper flood the queue
+    redis_client.flushall()  # window over (or Redis lost its keys): publish again
+    assert republish_unclaimed(get_settings(), redis_client, published.append) == 2
