@@ -16,6 +16,7 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared import metrics
 from shared.broadcasting import BroadcastOutcome, broadcast_persisted
 from shared.claims import (
     Claim,
@@ -71,6 +72,7 @@ def process_payout(
 ) -> Result:
     with payout_lock(redis_client, payout_id, settings.lease_seconds) as held:
         if not held:
+            metrics.record_claim_conflict(metrics.ClaimConflict.LOCK_NOT_ACQUIRED, redis_client)
             return Result(Outcome.LOCKED_ELSEWHERE)
         return _process_locked(payout_id, worker_name, settings, node)
 
@@ -102,6 +104,7 @@ def _process_locked(
     with session_scope() as session:
         claim = claim_for_worker(session, payout_id, worker_name, settings.lease_seconds)
     if claim is None:
+        metrics.record_claim_conflict(metrics.ClaimConflict.CAS_LOST)
         return Result(Outcome.NOT_CLAIMABLE, "claimed elsewhere or not approved")
     log.info("claimed payout", extra={"payout_id": str(payout_id), "worker": worker_name})
 
@@ -128,6 +131,7 @@ def _process_locked(
     if not persisted:
         # Our lease was taken over: these bytes were never stored, so they must never be sent.
         _unlock_quietly(node, signed.inputs)
+        metrics.record_claim_conflict(metrics.ClaimConflict.LEASE_LOST)
         return Result(Outcome.LEASE_LOST, "claim token no longer ours; not broadcasting")
 
     with session_scope() as session:
