@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from shared import metrics
 from shared.models import Payout, PayoutState, Transaction, TxState, utcnow
 from shared.node import NodeClient
 from shared.node.errors import (
@@ -141,8 +142,18 @@ def broadcast_persisted(
     session: Session, node: NodeClient, tx: Transaction, *, actor: str, max_fee_rate_sat_vb: int
 ) -> BroadcastOutcome:
     """Send the stored bytes once and record what we learned. The caller commits."""
+    outcome = _send_persisted(session, node, tx, actor=actor, max_fee_rate=max_fee_rate_sat_vb)
+    log.info("broadcast %s: %s", tx.txid, outcome.value,
+             extra={"txid": tx.txid, "outcome": outcome.value})  # fmt: skip
+    metrics.record_broadcast_outcome(outcome.value)
+    return outcome
+
+
+def _send_persisted(
+    session: Session, node: NodeClient, tx: Transaction, *, actor: str, max_fee_rate: int
+) -> BroadcastOutcome:
     try:
-        node.send_raw_transaction(tx.raw_hex, max_fee_rate_sat_vb=max_fee_rate_sat_vb)
+        node.send_raw_transaction(tx.raw_hex, max_fee_rate_sat_vb=max_fee_rate)
         outcome = BroadcastOutcome.SENT
     except AlreadyKnown:
         outcome = BroadcastOutcome.ALREADY_KNOWN
