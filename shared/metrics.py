@@ -30,7 +30,9 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.retry import Retry
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import Session
 
@@ -66,7 +68,10 @@ class ClaimConflict(enum.StrEnum):
 @lru_cache(maxsize=4)
 def _redis_for(url: str) -> redis.Redis:
     return redis.Redis.from_url(
-        url, socket_timeout=RECORD_TIMEOUT_SECONDS, socket_connect_timeout=RECORD_TIMEOUT_SECONDS
+        url,
+        socket_timeout=RECORD_TIMEOUT_SECONDS,
+        socket_connect_timeout=RECORD_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), 0),  # no client-side retries: a lost increment is fine
     )
 
 
