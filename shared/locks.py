@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import redis
 from redis.exceptions import LockError, RedisError
@@ -22,12 +22,17 @@ def payout_lock_name(payout_id: uuid.UUID | str) -> str:
     return f"payout:{payout_id}"
 
 
-@contextmanager
 def payout_lock(
     client: redis.Redis, payout_id: uuid.UUID | str, ttl_seconds: int
-) -> Iterator[bool]:
+) -> AbstractContextManager[bool]:
     """Yields True when this process holds the lock (or Redis is down), False when another does."""
-    lock = client.lock(payout_lock_name(payout_id), timeout=ttl_seconds, blocking=False)
+    return named_lock(client, payout_lock_name(payout_id), ttl_seconds)
+
+
+@contextmanager
+def named_lock(client: redis.Redis, name: str, ttl_seconds: float) -> Iterator[bool]:
+    """A non-blocking, token-owned redis-py Lock; see payout_lock for the Redis-down rule."""
+    lock = client.lock(name, timeout=ttl_seconds, blocking=False)
     try:
         acquired = bool(lock.acquire())
     except RedisError as exc:

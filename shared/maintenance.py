@@ -5,6 +5,7 @@ Each job is idempotent and bounded per run, so overlapping runs or a crash mid-r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,12 +31,18 @@ BATCH = 500
 # A confirmed transaction is watched until this many confirmations past MIN_CONFIRMATIONS,
 # so a reorg deeper than MIN_CONFIRMATIONS (rare, but regtest tests do it) is still noticed.
 REORG_WATCH_EXTRA_CONFIRMATIONS = 6
+# Between new blocks only a dropped mempool transaction can change anything; look this often.
+RESCAN_WITHOUT_NEW_BLOCK_SECONDS = 30
+SCANNED_TIP_KEY = "maintenance:confirmations:scanned-tip"
+# With a backlog in the payouts queue, how many sweep windows an approved payout may sit
+# before we assume its message was lost.
+BACKLOG_PATIENCE = 10
 
 
-def payouts_needing_a_worker(settings: Settings) -> list[str]:
+def payouts_needing_a_worker(settings: Settings, idle_seconds: float | None = None) -> list[str]:
     """Automatic payouts that no live worker holds: approved and idle, or lease expired."""
     now = utcnow()
-    idle_since = now - timedelta(seconds=settings.sweep_after_seconds)
+    idle_since = now - timedelta(seconds=idle_seconds or settings.sweep_after_seconds)
     with session_scope() as session:
         rows = session.execute(
             select(Payout.id)
@@ -55,17 +62,23 @@ def payouts_needing_a_worker(settings: Settings) -> list[str]:
 
 
 def republish_unclaimed(
-    settings: Settings, redis_client: redis.Redis, publish: Callable[[str], None]
+    settings: Settings,
+    redis_client: redis.Redis,
+    publish: Callable[[str], None],
+    queue_backlog: int = 0,
 ) -> int:
     """Re-publish `process_payout` for payouts no worker holds, at most once per payout per
     SWEEP_AFTER_SECONDS.
 
     Without that limit a backlog feeds itself: payouts waiting behind a long queue look idle,
     each sweep adds another message for every one of them, and the queue grows faster than
-    workers drain it. A Redis key per payout (SET NX EX) remembers the last re-publish.
+    workers drain it. A Redis key per payout (SET NX EX) remembers the last re-publish, and
+    while the queue holds messages an approved payout must wait BACKLOG_PATIENCE times longer
+    before it counts as lost (its message is most likely still queued).
     """
+    idle = settings.sweep_after_seconds * (BACKLOG_PATIENCE if queue_backlog > 0 else 1)
     published = 0
-    for payout_id in payouts_needing_a_worker(settings):
+    for payout_id in payouts_needing_a_worker(settings, idle_seconds=idle):
         try:
             fresh = redis_client.set(
                 f"sweep:{payout_id}", 1, nx=True, ex=settings.sweep_after_seconds
@@ -109,12 +122,24 @@ class ConfirmationReport:
     reorged: int = 0
     dead: int = 0
     resent: int = 0
+    skipped: bool = False
     errors: list[str] = field(default_factory=list)
 
 
-def track_confirmations(node: NodeClient, settings: Settings) -> ConfirmationReport:
-    """Move payouts to `confirmed` at MIN_CONFIRMATIONS, back on reorg, `failed` when dead."""
+def track_confirmations(
+    node: NodeClient, settings: Settings, redis_client: redis.Redis | None = None
+) -> ConfirmationReport:
+    """Move payouts to `confirmed` at MIN_CONFIRMATIONS, back on reorg, `failed` when dead.
+
+    A scan costs one RPC per watched transaction, and confirmations only change when the tip
+    does. With Redis given, a scan runs when the tip changed, or when the last one is older
+    than RESCAN_WITHOUT_NEW_BLOCK_SECONDS (to notice a transaction dropped from the mempool).
+    """
     report = ConfirmationReport()
+    tip = node.get_best_block_hash()
+    if redis_client is not None and _tip_already_scanned(redis_client, tip):
+        report.skipped = True
+        return report
     watch_until = settings.min_confirmations + REORG_WATCH_EXTRA_CONFIRMATIONS
     with session_scope() as session:
         tx_ids = list(
@@ -136,7 +161,22 @@ def track_confirmations(node: NodeClient, settings: Settings) -> ConfirmationRep
             tx = session.get(Transaction, tx_id)
             if tx is not None:
                 _track_one(session, node, settings, tx, report)
+    if redis_client is not None:
+        _remember_scanned_tip(redis_client, tip)
     return report
+
+
+def _tip_already_scanned(redis_client: redis.Redis, tip: str) -> bool:
+    try:
+        seen = redis_client.get(SCANNED_TIP_KEY)
+    except redis.RedisError:
+        return False
+    return seen is not None and seen.decode() == tip
+
+
+def _remember_scanned_tip(redis_client: redis.Redis, tip: str) -> None:
+    with contextlib.suppress(redis.RedisError):  # next run simply scans again
+        redis_client.set(SCANNED_TIP_KEY, tip, ex=RESCAN_WITHOUT_NEW_BLOCK_SECONDS)
 
 
 def _track_one(

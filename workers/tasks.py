@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from contextlib import AbstractContextManager
 from functools import lru_cache
 
 import redis
@@ -13,7 +14,9 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
 from shared import maintenance
+from shared.celery_config import PAYOUTS_QUEUE
 from shared.dispatch import enqueue_process_payout
+from shared.locks import named_lock
 from shared.node import NodeClient
 from shared.node.errors import NodeUnavailable
 from shared.processing import Outcome
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 INFRA_ERRORS = (SQLAlchemyError, NodeUnavailable, RedisError)
 # Insufficient funds and similar waits: back off up to five minutes between tries.
 MAX_BACKOFF_SECONDS = 300
+# Longer than any maintenance run should take; if a worker dies mid-run the lock frees itself.
+MAINTENANCE_LOCK_SECONDS = 300
 
 
 @lru_cache(maxsize=1)
@@ -73,22 +78,49 @@ def process_payout(self: Task, payout_id: str) -> str:
     return result.outcome.value
 
 
+def _exclusive(job: str) -> AbstractContextManager[bool]:
+    # One run of each job at a time across all workers: a slow run (many transactions to
+    # check) must not pile up behind itself and starve the payout queue.
+    return named_lock(_redis(), f"maintenance:{job}", MAINTENANCE_LOCK_SECONDS)
+
+
 @app.task(name="payouts.maintenance.sweep", autoretry_for=INFRA_ERRORS, max_retries=3)
 def sweep() -> int:
-    return maintenance.republish_unclaimed(get_settings(), _redis(), enqueue_process_payout)
+    with _exclusive("sweep") as mine:
+        if not mine:
+            return 0
+        return maintenance.republish_unclaimed(
+            get_settings(), _redis(), enqueue_process_payout, queue_backlog=_payouts_backlog()
+        )
+
+
+def _payouts_backlog() -> int:
+    """Messages waiting in the payouts queue (any kombu transport answers a passive declare)."""
+    try:
+        with app.connection_for_read() as conn:
+            declared = conn.default_channel.queue_declare(queue=PAYOUTS_QUEUE, passive=True)
+            return int(declared.message_count)
+    except Exception as exc:  # not declared yet, broker hiccup: sweep with normal patience
+        log.info("payouts queue size unknown (%s); sweeping without backlog patience", exc)
+        return 0
 
 
 @app.task(name="payouts.maintenance.rebroadcast", autoretry_for=INFRA_ERRORS, max_retries=3)
 def rebroadcast() -> dict[str, int]:
-    return maintenance.rebroadcast_signed(_node(), get_settings())
+    with _exclusive("rebroadcast") as mine:
+        return maintenance.rebroadcast_signed(_node(), get_settings()) if mine else {}
 
 
 @app.task(name="payouts.maintenance.track_confirmations", autoretry_for=INFRA_ERRORS, max_retries=3)
 def track_confirmations() -> dict[str, int]:
-    report = maintenance.track_confirmations(_node(), get_settings())
+    with _exclusive("track_confirmations") as mine:
+        if not mine:
+            return {}
+        report = maintenance.track_confirmations(_node(), get_settings(), _redis())
     return {
         "confirmed": report.confirmed,
         "reorged": report.reorged,
         "dead": report.dead,
         "resent": report.resent,
+        "skipped": int(report.skipped),
     }

@@ -45,3 +45,12 @@ def test_idle_automatic_payouts_are_republished_once_per_window(session: Session
     assert second == 0  # a backlog must not make the sweeper flood the queue
     redis_client.flushall()  # window over (or Redis lost its keys): publish again
     assert republish_unclaimed(get_settings(), redis_client, published.append) == 2
+
+
+def test_a_queue_backlog_makes_the_sweeper_patient(session: Session) -> None:
+    waited = utcnow() - timedelta(minutes=2)  # idle longer than the window, shorter than 10x
+    make_payout(session, state=S.APPROVED, route=Route.AUTOMATIC, updated_at=waited)
+    published: list[str] = []
+    settings = get_settings()
+    assert republish_unclaimed(settings, fakeredis.FakeRedis(), published.append, 50) == 0
+    assert republish_unclaimed(settings, fakeredis.FakeRedis(), published.append, 0) == 1
