@@ -77,7 +77,7 @@ def _run(stack: ExitStack, workdir: Path, n_payouts: int, n_workers: int) -> int
 
     upgrade()
     keys = _mint_keys()
-    say("database: SQLite, migrated; API keys minted for backend, approver, signer")
+    say("database: SQLite, migrated; API keys minted for backend, approver, two signers")
 
     port = free_port()
     api = ManagedProcess("api", api_argv(port), env, workdir)
@@ -137,6 +137,7 @@ def _mint_keys() -> dict[str, str]:
         "backend": "payouts:create,payouts:read",
         "approver": "payouts:approve,payouts:read",
         "signer": "payouts:sign,payouts:read",
+        "signer2": "payouts:sign,payouts:read",
     }
     keys = {}
     with session_scope() as session:
@@ -262,15 +263,15 @@ class DemoFlow:
             f"{claim.json()['expires_at']}"
         )
         again = self.http.post(
-            f"/v1/payouts/{manual['id']}/manual/claim", headers=self._as("approver")
+            f"/v1/payouts/{manual['id']}/manual/claim", headers=self._as("signer2")
         )
+        refusal = again.json().get("error", {})
         say(
-            f"   a second claim (another key): HTTP {again.status_code} "
-            f"{again.json().get('error', {}).get('code')}"
+            f"   a second signer tries to claim it: HTTP {again.status_code} "
+            f"{refusal.get('code')}: {refusal.get('message')}"
         )
-        signed_psbt, complete = self.node.wallet_process_psbt(
-            psbt
-        )  # stands in for a hardware signer
+        # The node's wallet stands in for the external signer (a hardware wallet in practice).
+        signed_psbt, complete = self.node.wallet_process_psbt(psbt)
         submit = self.http.post(
             f"/v1/payouts/{manual['id']}/manual/submit",
             json={"psbt": signed_psbt},

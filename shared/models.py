@@ -16,6 +16,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     Uuid,
 )
@@ -24,6 +25,22 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    PostgreSQL returns aware values; SQLite (unit tests, the demo) returns naive ones, which
+    cannot be compared with `utcnow()`. Stored values are always UTC, so tag them on load.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
 
 class PayoutState(enum.StrEnum):
@@ -65,10 +82,10 @@ class Payout(Base):
     route: Mapped[str | None] = mapped_column(String(16), default=None)
     created_by: Mapped[str] = mapped_column(String(128))
     approved_by: Mapped[str | None] = mapped_column(String(128), default=None)
-    approved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    approved_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     claimed_by: Mapped[str | None] = mapped_column(String(160), default=None)
     claim_token: Mapped[str | None] = mapped_column(String(64), default=None)
-    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     # Outpoints ("txid:vout") promised to this payout by an unsubmitted manual PSBT. A later
     # PSBT must spend the same ones, so at most one of them can ever confirm (DESIGN §5.2).
     reserved_inputs: Mapped[list[str] | None] = mapped_column(JSON, default=None)
@@ -79,8 +96,8 @@ class Payout(Base):
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     version: Mapped[int] = mapped_column(Integer, default=1)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
     __table_args__ = (
         Index("ix_payouts_state_created", "state", "created_at"),
@@ -103,8 +120,8 @@ class Transaction(Base):
     block_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     broadcast_attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
     __table_args__ = (Index("ix_transactions_state", "state"),)
 
@@ -120,7 +137,7 @@ class PayoutEvent(Base):
     to_state: Mapped[str] = mapped_column(String(32))
     actor: Mapped[str] = mapped_column(String(160))
     reason: Mapped[str | None] = mapped_column(Text, default=None)
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
     __table_args__ = (Index("ix_payout_events_payout", "payout_id", "id"),)
 
@@ -133,7 +150,7 @@ class IdempotencyKey(Base):
     key: Mapped[str] = mapped_column(String(255))
     fingerprint: Mapped[str] = mapped_column(String(64))
     payout_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("payouts.id"))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
     __table_args__ = (UniqueConstraint("client", "key", name="uq_idempotency_client_key"),)
 
@@ -147,5 +164,5 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(64))
     scopes: Mapped[list[str]] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=None)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
