@@ -33,6 +33,12 @@ app.conf.beat_schedule = {
         "schedule": _every,
         "options": {"queue": MAINTENANCE_QUEUE, "expires": _every * 3},
     },
+    # Rare work (orphans need two leases to qualify); no need to look every interval.
+    "release-orphaned-locks": {
+        "task": "payouts.maintenance.release_orphaned_locks",
+        "schedule": max(_every, settings.lease_seconds / 2),
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.lease_seconds},
+    },
 }
 
 

@@ -124,3 +124,13 @@ def track_confirmations() -> dict[str, int]:
         "resent": report.resent,
         "skipped": int(report.skipped),
     }
+
+
+@app.task(
+    name="payouts.maintenance.release_orphaned_locks", autoretry_for=INFRA_ERRORS, max_retries=3
+)
+def release_orphaned_locks() -> int:
+    with _exclusive("release_orphaned_locks") as mine:
+        if not mine:
+            return 0
+        return maintenance.release_orphaned_locks(_node(), get_settings(), _redis())

@@ -54,3 +54,34 @@ def test_a_queue_backlog_makes_the_sweeper_patient(session: Session) -> None:
     settings = get_settings()
     assert republish_unclaimed(settings, fakeredis.FakeRedis(), published.append, 50) == 0
     assert republish_unclaimed(settings, fakeredis.FakeRedis(), published.append, 0) == 1
+
+
+def test_orphaned_coin_locks_are_released_but_protected_ones_stay(session: Session) -> None:
+    import uuid
+
+    from devnode.server import start_devnode
+    from shared.maintenance import LOCK_FIRST_SEEN_KEY, release_orphaned_locks
+    from shared.models import Transaction, TxState
+    from shared.node import NodeClient
+
+    with start_devnode(host="127.0.0.1", port=0) as devnode:
+        node = NodeClient(devnode.wallet_url)
+        node.generate_to_address(101, node.get_new_address())
+        node.send_many({node.get_new_address(): 100_000_000 for _ in range(3)})
+        node.generate_to_address(1, node.get_new_address())
+        coins = [f"{u['txid']}:{u['vout']}" for u in node.list_unspent(min_conf=1)][:3]
+        orphan, in_stored_tx, reserved = coins
+        node.lock_unspent(coins)
+        session.add(Transaction(id=uuid.uuid4(), txid="ab" * 32, raw_hex="00", fee_sats=1,
+                                inputs=[in_stored_tx], state=TxState.SIGNED))  # fmt: skip
+        session.commit()
+        make_payout(session, state=S.APPROVED, route=Route.MANUAL, reserved_inputs=[reserved])
+        redis_client = fakeredis.FakeRedis()
+
+        # First sighting only starts the clock: a build may be between fund and persist.
+        assert release_orphaned_locks(node, get_settings(), redis_client) == 0
+        long_ago = utcnow().timestamp() - 3600
+        redis_client.hset(LOCK_FIRST_SEEN_KEY, mapping={o: long_ago for o in coins})
+
+        assert release_orphaned_locks(node, get_settings(), redis_client) == 1
+        assert sorted(node.list_lock_unspent()) == sorted([in_stored_tx, reserved])
