@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any, cast
 
 import redis
 from sqlalchemy import or_, select, update
@@ -171,7 +172,11 @@ def _tip_already_scanned(redis_client: redis.Redis, tip: str) -> bool:
         seen = redis_client.get(SCANNED_TIP_KEY)
     except redis.RedisError:
         return False
-    return seen is not None and seen.decode() == tip
+    return seen is not None and _text(seen) == tip
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _remember_scanned_tip(redis_client: redis.Redis, tip: str) -> None:
@@ -269,15 +274,13 @@ def release_orphaned_locks(node: NodeClient, settings: Settings, redis_client: r
     """
     now = utcnow().timestamp()
     locked = set(node.list_lock_unspent())
-    first_seen = {
-        k.decode(): float(v) for k, v in redis_client.hgetall(LOCK_FIRST_SEEN_KEY).items()
-    }
+    first_seen = {_text(k): float(v) for k, v in redis_client.hgetall(LOCK_FIRST_SEEN_KEY).items()}
     gone = [outpoint for outpoint in first_seen if outpoint not in locked]
     if gone:
         redis_client.hdel(LOCK_FIRST_SEEN_KEY, *gone)
     new = {outpoint: now for outpoint in locked if outpoint not in first_seen}
     if new:
-        redis_client.hset(LOCK_FIRST_SEEN_KEY, mapping=new)
+        redis_client.hset(LOCK_FIRST_SEEN_KEY, mapping=cast(Any, new))
     max_age = ORPHAN_LOCK_AGE_FACTOR * settings.lease_seconds
     old = {o for o in locked if now - first_seen.get(o, now) > max_age}
     orphans = sorted(old - _protected_outpoints())

@@ -191,15 +191,7 @@ def submit(
     with committing(session):
         payout = _get(session, payout_id)
         if payout.state != S.CLAIMED or payout.claimed_by != actor:
-            raise (
-                _refusal(payout, key_name)
-                if payout.state != S.CLAIMED
-                else ManualRouteError(
-                    409,
-                    "claimed_by_worker" if is_worker_holder(payout.claimed_by) else "invalid_state",
-                    f"payout {payout_id} is claimed by {payout.claimed_by}, not by you",
-                )
-            )
+            raise _not_holder(payout, key_name)
         held = current_claim(payout)
     raw_hex = _final_hex(node, psbt, tx_hex)
     signed = _checked_tx(
@@ -219,6 +211,18 @@ def submit(
         session.flush()
         state = _get(session, payout_id).state
     return Submitted(payout_id, signed.txid, state, outcome.value)
+
+
+def _not_holder(payout: Payout, key_name: str) -> ManualRouteError:
+    """Why this key may not submit for this payout."""
+    if payout.state != S.CLAIMED:
+        return _refusal(payout, key_name) or ManualRouteError(
+            409, "invalid_state", f"payout {payout.id} is '{payout.state}', not claimed by you"
+        )
+    code = "claimed_by_worker" if is_worker_holder(payout.claimed_by) else "invalid_state"
+    return ManualRouteError(
+        409, code, f"payout {payout.id} is claimed by {payout.claimed_by}, not by you"
+    )
 
 
 def _final_hex(node: NodeClient, psbt: str | None, tx_hex: str | None) -> str:

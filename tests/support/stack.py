@@ -139,9 +139,7 @@ class Stack:
         self._stack.close()
 
 
-def build_stack(
-    *, postgres_url: str, redis_url: str, workdir: Path, **settings: str
-) -> Stack:
+def build_stack(*, postgres_url: str, redis_url: str, workdir: Path, **settings: str) -> Stack:
     stack = ExitStack()
     try:
         wallet_url, devnode = stack.enter_context(node_for_tests())

@@ -26,10 +26,14 @@ def test_manual_payouts_are_paid_once_by_one_signer_and_never_by_workers(stack: 
 
     for payout in payouts:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            results = list(pool.map(lambda who: _claim(stack, payout["id"], who),
-                                    ["signer", "signer2"]))
-        winners = [(who, body) for who, (status, body) in zip(["signer", "signer2"], results,
-                                                              strict=True) if status == 200]
+            results = list(
+                pool.map(_claim, [stack] * 2, [payout["id"]] * 2, ["signer", "signer2"])
+            )
+        winners = [
+            (who, body)
+            for who, (status, body) in zip(["signer", "signer2"], results, strict=True)
+            if status == 200
+        ]
         losers = [body for status, body in results if status != 200]
         assert len(winners) == 1, results
         assert losers[0]["error"]["code"] == "invalid_state"
