@@ -114,7 +114,7 @@ def mark_dead(session: Session, tx: Transaction, proof_reason: str, actor: str) 
         transition(
             session,
             payout_id,
-            expected=[S.SIGNED, S.BROADCAST, S.CONFIRMED],
+            expected=[S.SIGNED, S.BROADCAST],
             target=S.FAILED,
             actor=actor,
             reason=proof_reason,
