@@ -1,0 +1,164 @@
+"""Sections 2 and 6: approved payouts paid by W real workers, approval → `broadcast`.
+
+Payouts are created and approved in the database with the same `shared.intake` calls the
+API makes, and published with `shared.dispatch.enqueue_process_payout` after each commit,
+exactly as the approve route does. Start is `payouts.approved_at`; end is the `at` of the
+payout's `broadcast` row in `payout_events`: both are stamped by the processes that did the
+work, so the bench's own polling never adds to a latency.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from bench.procfs import CpuMeter, with_children
+from bench.services import database_backends, devnode_process, fund_wallet
+from bench.stats import RunStats, summarize
+from bench.workers import PIPELINE_APP, running_workers
+from cli.addresses import external_address
+from cli.processes import wait_until
+from shared import intake
+from shared.db import session_scope
+from shared.dispatch import enqueue_process_payout
+from shared.models import Payout, PayoutEvent, PayoutState
+from shared.node import NodeClient
+
+APPROVER = "bench-approver"
+CREATOR = "bench-backend"
+PAYOUT_SATS = 10_000
+# Every funding coin pays exactly one payout (single payout per transaction); a few spare.
+COIN_SATS = 1_000_000
+SPARE_COINS = 10
+# Per payout, generously: the simulated node adds no latency, so a payout taking longer than
+# this means the pipeline is stuck (and the run should stop, not hang).
+SECONDS_PER_PAYOUT_LIMIT = 2.0
+POLL_SECONDS = 0.25
+LIGHT_POLL_SECONDS = 0.005
+S = PayoutState
+DONE = (S.BROADCAST, S.CONFIRMED)
+STUCK = (S.FAILED, S.CANCELLED)
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    drained: RunStats
+    light: RunStats | None
+    worker_rss_mb: float
+    worker_rss_role: str
+
+
+def create_payouts(count: int) -> list[uuid.UUID]:
+    with session_scope() as session:
+        ids = []
+        for _ in range(count):
+            payout, _created = intake.create_payout_idempotent(
+                session, CREATOR, uuid.uuid4().hex, external_address("regtest"), PAYOUT_SATS,
+                None,
+            )
+            ids.append(payout.id)
+    return ids
+
+
+def approve_and_publish(payout_id: uuid.UUID) -> None:
+    """What `POST /v1/payouts/{id}/approve` does: approve, commit, then publish."""
+    with session_scope() as session:
+        _payout, route = intake.approve(session, payout_id, APPROVER)
+    if route != "automatic":
+        raise RuntimeError(f"payout {payout_id} took the {route} route; check AUTO_* limits")
+    enqueue_process_payout(payout_id)
+
+
+def _states(ids: list[uuid.UUID]) -> dict[str, int]:
+    with session_scope() as session:
+        rows = session.execute(
+            select(Payout.state, func.count()).where(Payout.id.in_(ids)).group_by(Payout.state)
+        )
+        return {str(state): int(n) for state, n in rows}
+
+
+def wait_paid(ids: list[uuid.UUID], timeout: float, interval: float = POLL_SECONDS) -> None:
+    def all_broadcast() -> bool:
+        states = _states(ids)
+        stuck = {s: n for s, n in states.items() if s in STUCK}
+        if stuck:
+            raise RuntimeError(f"payouts ended without being sent: {stuck}")
+        return sum(states.get(s, 0) for s in DONE) == len(ids)
+
+    wait_until(all_broadcast, timeout, f"{len(ids)} payouts to reach broadcast", interval)
+
+
+def _stamps(ids: list[uuid.UUID]) -> tuple[list[float], list[float]]:
+    with session_scope() as session:
+        approved = dict(
+            session.execute(select(Payout.id, Payout.approved_at).where(Payout.id.in_(ids)))
+            .tuples().all()
+        )
+        broadcast = dict(
+            session.execute(
+                select(PayoutEvent.payout_id, func.min(PayoutEvent.at))
+                .where(PayoutEvent.payout_id.in_(ids), PayoutEvent.to_state == S.BROADCAST)
+                .group_by(PayoutEvent.payout_id)
+            ).tuples().all()
+        )
+    starts = []
+    for payout_id in ids:
+        approved_at = approved[payout_id]
+        if approved_at is None:
+            raise RuntimeError(f"approved payout {payout_id} has no approved_at")
+        starts.append(approved_at.timestamp())
+    ends = [broadcast[payout_id].timestamp() for payout_id in ids]
+    return starts, ends
+
+
+def _drain(count: int, workers: int, meter: CpuMeter | None = None) -> RunStats:
+    ids = create_payouts(count)
+    if meter:
+        meter.start()
+    for payout_id in ids:
+        approve_and_publish(payout_id)
+    wait_paid(ids, 10 + count * SECONDS_PER_PAYOUT_LIMIT)
+    cpu = meter.per_item(count) if meter else {}
+    starts, ends = _stamps(ids)
+    return replace(summarize(starts, ends, workers), cpu_ms=cpu)
+
+
+def _one_in_flight(count: int) -> RunStats:
+    ids = create_payouts(count)
+    for payout_id in ids:
+        approve_and_publish(payout_id)
+        wait_paid([payout_id], 10 + SECONDS_PER_PAYOUT_LIMIT, LIGHT_POLL_SECONDS)
+    starts, ends = _stamps(ids)
+    return summarize(starts, ends, 1)
+
+
+def run_pipeline(
+    payouts: int, workers: int, light_load: int, env: Mapping[str, str], workdir: Path
+) -> PipelineResult:
+    """One pipeline run on a node of its own: every run starts from the same wallet (the
+    simulated node's coin selection scans the whole wallet history, so a shared node would
+    make later runs slower for reasons that are not the pipeline's)."""
+    with devnode_process(workdir) as node:
+        fund_wallet(NodeClient(node.wallet_url), payouts + 2 * workers + light_load + SPARE_COINS,
+                    COIN_SATS)
+        run_env = {**env, "PAYOUTS_BITCOIND_URL": node.wallet_url}
+        with running_workers(PIPELINE_APP, workers, run_env, workdir) as pool:
+            _drain(2 * workers, workers)  # warm-up: DB pool, node connection, imports
+            meter = CpuMeter({
+                "workers": lambda: with_children(pool.pids),
+                "node": lambda: [node.pid],
+                "postgres": database_backends,
+            })
+            drained = _drain(payouts, workers, meter)
+            light = _one_in_flight(light_load) if light_load else None
+            peak = pool.peak_rss()
+    return PipelineResult(
+        drained=drained,
+        light=light,
+        worker_rss_mb=peak.mb if peak else float("nan"),
+        worker_rss_role=f"{peak.role} pid {peak.pid}" if peak else "unknown",
+    )

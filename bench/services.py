@@ -1,0 +1,126 @@
+"""The shared services one bench run uses: its own PostgreSQL database (created, migrated,
+dropped), its own Redis database number, and a simulated regtest node in its own process
+(so the node's CPU is not the bench's, and the bench's polling does not slow the node)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from cli.embedded import free_port
+from cli.processes import ManagedProcess, wait_until
+from shared.node import NodeClient
+from shared.node.errors import NodeError
+
+DEFAULT_POSTGRES_ADMIN_URL = os.environ.get(
+    "PAYOUTS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+# Database 10 is the benchmark's own: the bench empties it, so it must not be anyone else's.
+DEFAULT_REDIS_URL = os.environ.get("PAYOUTS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
+NODE_START_SECONDS = 30
+# Outputs per funding transaction: keeps each one a normal size (~8 kvB) at any coin count.
+FAN_OUT_PER_TX = 250
+
+
+@contextmanager
+def fresh_postgres_database(admin_url: str) -> Iterator[str]:
+    """Create an empty database, migrate it with Alembic, yield its URL, drop it after."""
+    from shared.migrate import upgrade
+
+    name = f"payouts_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        try:
+            upgrade(url)
+            yield url
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@contextmanager
+def empty_redis(url: str) -> Iterator[str]:
+    """Our Redis database, emptied before and after (queues, locks, timing lists)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
+
+
+@dataclass(frozen=True)
+class NodeProcess:
+    wallet_url: str
+    pid: int
+
+
+@contextmanager
+def devnode_process(workdir: Path) -> Iterator[NodeProcess]:
+    """`payouts devnode` on a free loopback port."""
+    port = free_port()
+    argv = [sys.executable, "-m", "cli.main", "devnode", "--host", "127.0.0.1",
+            "--port", str(port), "--log-level", "WARNING"]  # fmt: skip
+    proc = ManagedProcess("devnode", argv, os.environ, workdir)
+    url = f"http://payouts:payouts@127.0.0.1:{port}/wallet/hot"
+    node = NodeClient(url, timeout=5, read_retries=0)
+
+    def answering() -> bool:
+        if not proc.alive():
+            raise RuntimeError(f"devnode exited:\n{proc.log_tail()}")
+        try:
+            node.get_block_count()
+            return True
+        except NodeError:
+            return False
+
+    try:
+        wait_until(answering, NODE_START_SECONDS, "the simulated node to answer")
+        yield NodeProcess(url, proc.pid)
+    finally:
+        proc.stop()
+
+
+def database_backends() -> list[int]:
+    """PostgreSQL server processes serving our database (the app's settings' database)."""
+    from shared.db import session_scope
+
+    with session_scope() as session:
+        rows = session.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ).scalars()
+        return [int(pid) for pid in rows]
+
+
+def fund_wallet(node: NodeClient, coins: int, coin_sats: int) -> None:
+    """Give the hot wallet `coins` confirmed coins of `coin_sats` each.
+
+    The node selects coins largest-first, confirmed ones before unconfirmed change; with a
+    confirmed coin for every payout no payout waits on (or chains onto) another's change,
+    which is what "single payout per transaction" should measure.
+    """
+    mine_to = node.get_new_address()
+    node.generate_to_address(101, mine_to)  # the first coinbase matures at height 101
+    while node.get_balance_sats() < coins * coin_sats * 1.1:
+        node.generate_to_address(10, mine_to)
+    # Fan out in slices so no funding transaction gets unreasonably large.
+    for start in range(0, coins, FAN_OUT_PER_TX):
+        count = min(FAN_OUT_PER_TX, coins - start)
+        node.send_many({node.get_new_address(): coin_sats for _ in range(count)})
+    node.generate_to_address(1, mine_to)
+
