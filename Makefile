@@ -17,7 +17,7 @@ demo: install           ## the whole flow on embedded defaults
 	$(BIN)/payouts demo
 
 test: install           ## the full suite (unit + integration + short chaos)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 unit: install
 	$(BIN)/pytest -q tests/unit

@@ -25,8 +25,8 @@ def _events(stack: Stack, payout_id: str) -> list[dict]:  # type: ignore[type-ar
     with stack.http() as client:
         reply = client.get(f"/v1/payouts/{payout_id}/events", headers=stack.headers("backend"))
         assert reply.status_code == 200
-        body = reply.json()
-        return body["events"] if isinstance(body, dict) else body
+        events: list[dict] = reply.json()["items"]  # type: ignore[type-arg]
+        return events
 
 
 def test_dropped_reply_after_broadcast_sends_no_second_transaction(stack: Stack) -> None:
