@@ -84,7 +84,7 @@ def _increment(key: str, field: str, client: redis.Redis | None) -> None:
     try:
         (client or counter_redis()).hincrby(key, field, 1)
     except (RedisError, OSError) as exc:
-        log.debug("metrics: could not count %s %s: %s", key, field, exc)
+        log.warning("metrics: could not count %s %s: %s", key, field, exc)
 
 
 def record_claim_conflict(kind: ClaimConflict, client: redis.Redis | None = None) -> None:
