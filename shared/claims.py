@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -69,87 +69,90 @@ def current_claim(payout: Payout) -> Claim:
     )
 
 
-def _claim_values(holder: str, token: str, lease_until: datetime) -> dict[str, object]:
-    return {
+def _claim(
+    session: Session,
+    payout_id: uuid.UUID,
+    *,
+    holder: str,
+    route: Route,
+    lease_seconds: int,
+    reasons: tuple[str, str],
+) -> Claim | None:
+    """CAS `approved -> claimed` on `route`, or take over an expired claim of the same kind.
+
+    Only the same kind of holder can take over (a worker from a worker, a signer from a
+    signer): the route guard already ensures it, the `claimed_by` prefix says it twice.
+    """
+    now = utcnow()
+    token = secrets.token_hex(16)
+    values = {
         "claimed_by": holder,
         "claim_token": token,
-        "lease_until": lease_until,
+        "lease_until": now + timedelta(seconds=lease_seconds),
         "attempts": Payout.attempts + 1,
     }
+    on_route = Payout.route == route
+    same_kind = Payout.claimed_by.like(holder.split(":", 1)[0] + ":%")
+    claim_reason, takeover_reason = reasons
+    won = transition(
+        session,
+        payout_id,
+        expected=S.APPROVED,
+        target=S.CLAIMED,
+        actor=holder,
+        reason=claim_reason,
+        guards=[on_route],
+        values=values,
+    ) or transition(
+        session,
+        payout_id,
+        expected=S.CLAIMED,
+        target=S.CLAIMED,
+        actor=holder,
+        reason=takeover_reason,
+        guards=[on_route, same_kind, Payout.lease_until < now],
+        values=values,
+    )
+    return _load_claim(session, payout_id, token) if won else None
 
 
 def claim_for_worker(
     session: Session, payout_id: uuid.UUID, worker_name: str, lease_seconds: int
 ) -> Claim | None:
-    """CAS an automatic payout `approved -> claimed`, or take over a claim whose lease expired.
+    """Claim an automatic payout for a worker, or take over a worker claim whose lease expired.
 
     None means someone else holds it (or it is not in a claimable state): do nothing.
     """
-    now = utcnow()
-    holder = worker_actor(worker_name)
-    token = secrets.token_hex(16)
-    values = _claim_values(holder, token, now + timedelta(seconds=lease_seconds))
-    won = transition(
+    return _claim(
         session,
         payout_id,
-        expected=S.APPROVED,
-        target=S.CLAIMED,
-        actor=holder,
-        reason="claimed by worker",
-        guards=[Payout.route == Route.AUTOMATIC],
-        values=values,
-    ) or transition(
-        session,
-        payout_id,
-        expected=S.CLAIMED,
-        target=S.CLAIMED,
-        actor=holder,
-        reason="lease expired; taken over by worker",
-        guards=[Payout.route == Route.AUTOMATIC, Payout.lease_until < now],
-        values=values,
+        holder=worker_actor(worker_name),
+        route=Route.AUTOMATIC,
+        lease_seconds=lease_seconds,
+        reasons=("claimed by worker", "lease expired; taken over by worker"),
     )
-    return _load_claim(session, payout_id, token) if won else None
 
 
 def claim_for_manual(
     session: Session, payout_id: uuid.UUID, key_name: str, lease_seconds: int
 ) -> Claim | None:
-    """CAS a manual-route payout `approved -> claimed` for a human signer.
+    """Claim a manual-route payout for a human signer, or take over an expired manual claim.
 
-    An expired manual claim may be taken over by another signer: the new PSBT reuses the
-    reserved inputs, so the two PSBTs conflict and at most one can confirm.
+    A takeover's PSBT reuses the reserved inputs, so the two PSBTs conflict and at most one
+    can confirm.
     """
-    now = utcnow()
-    holder = manual_actor(key_name)
-    token = secrets.token_hex(16)
-    values = _claim_values(holder, token, now + timedelta(seconds=lease_seconds))
-    manual_only = Payout.route == Route.MANUAL
-    won = transition(
+    return _claim(
         session,
         payout_id,
-        expected=S.APPROVED,
-        target=S.CLAIMED,
-        actor=holder,
-        reason="claimed for manual signing",
-        guards=[manual_only],
-        values=values,
-    ) or transition(
-        session,
-        payout_id,
-        expected=S.CLAIMED,
-        target=S.CLAIMED,
-        actor=holder,
-        reason="manual claim expired; taken over",
-        guards=[manual_only, Payout.lease_until < now, Payout.claimed_by.like("manual:%")],
-        values=values,
+        holder=manual_actor(key_name),
+        route=Route.MANUAL,
+        lease_seconds=lease_seconds,
+        reasons=("claimed for manual signing", "manual claim expired; taken over"),
     )
-    return _load_claim(session, payout_id, token) if won else None
 
 
 def reserve_inputs(session: Session, claim: Claim, outpoints: list[str]) -> bool:
     """Record the inputs a manual PSBT spends (not a state change; fenced by the token)."""
-    from sqlalchemy import update
-
     result = session.execute(
         update(Payout)
         .where(Payout.id == claim.payout_id, Payout.claim_token == claim.token)
