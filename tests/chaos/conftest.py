@@ -1,0 +1,68 @@
+"""Chaos tier fixtures: one whole running system per scenario, and the summary lines.
+
+Each scenario gets its own stack (devnode, API, Celery workers, beat) so one scenario's
+faults — orphaned coin locks, a restarted node, a flushed broker — cannot leak into the
+next one's verdict.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.harness import ChaosStack, chaos_stack
+from tests.chaos.oracle import SUMMARY_LINES
+from tests.support.services import truncate_all
+
+
+@pytest.fixture(autouse=True)
+def _simulated_node_only() -> None:
+    # Every scenario needs the simulated node's fault injection and ledger (devnode_* RPCs).
+    if os.environ.get("PAYOUTS_TEST_BITCOIND_URL"):
+        pytest.skip("the chaos tier needs the simulated node's fault injection")
+
+
+@pytest.fixture(scope="session")
+def summary_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.getbasetemp() / "chaos-summary.txt"
+    path.write_text("")
+    return path
+
+
+@pytest.fixture
+def seed(request: pytest.FixtureRequest) -> int:
+    """Random fault timing, reproducible: PAYOUTS_CHAOS_SEED, else derived from the test."""
+    fixed = os.environ.get("PAYOUTS_CHAOS_SEED")
+    return int(fixed) if fixed else zlib.crc32(request.node.nodeid.encode())
+
+
+@pytest.fixture
+def chaos(
+    postgres_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    summary_file: Path,
+    seed: int,
+) -> Iterator[ChaosStack]:
+    """The default stack: the machine's Redis (PAYOUTS_TEST_REDIS_DB) and PostgreSQL."""
+    truncate_all(postgres_url)
+    with chaos_stack(
+        postgres_url=postgres_url,
+        redis_url=redis_url,
+        workdir=tmp_path,
+        summary_file=summary_file,
+        seed=seed,
+    ) as running:
+        yield running
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # So the lines show in a plain `pytest -q` run too, not only with -s.
+    if SUMMARY_LINES:
+        terminalreporter.section("chaos summary")
+        for line in SUMMARY_LINES:
+            terminalreporter.write_line(line)

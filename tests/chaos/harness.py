@@ -1,0 +1,245 @@
+"""A running payout system for one chaos scenario, and what every scenario does around its
+faults: start it, kill and restart workers, let recovery run, judge from the ledger.
+
+Scale: `PAYOUTS_CHAOS_FULL=1` (what `make chaos` sets) runs the issue's full size; without it
+(`make test`, CI) every scenario runs the same faults on fewer payouts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from sqlalchemy import Engine, create_engine, select
+
+from cli.processes import ManagedProcess, wait_for_worker_ready, wait_until, worker_argv
+from shared.models import Payout
+from shared.node import NodeClient
+from tests.chaos.oracle import DbRow, PayoutRef, Summary, judge_run, record
+from tests.chaos.traffic import Miner
+from tests.support.stack import Stack, build_stack, fund_wallet
+
+FULL = os.environ.get("PAYOUTS_CHAOS_FULL", "") == "1"
+# Per scenario. The short size keeps the whole chaos tier within its share of CI's budget.
+PAYOUTS = int(os.environ.get("PAYOUTS_CHAOS_PAYOUTS", "300" if FULL else "36"))
+WORKERS = 3
+
+# Short recovery timings so a scenario recovers in seconds; the mechanisms are the same as
+# with the production defaults, only the clocks run faster.
+CHAOS_SETTINGS = {
+    "lease_seconds": "5",
+    "sweep_after_seconds": "2",
+    "maintenance_interval_seconds": "1",
+    "min_confirmations": "1",
+    # Short enough that a latency spike becomes a client timeout ("it happened, you did not
+    # hear"), the case the node-fault scenario is about.
+    "node_timeout_seconds": "3",
+    # Above this a payout takes the manual route (the manual-claimer scenario adds some).
+    "auto_max_sats": "1000000",
+}
+SETTLED = frozenset({"confirmed", "failed"})
+# The beat jobs' run-locks (workers/tasks.py `_exclusive`).
+MAINTENANCE_LOCKS = tuple(
+    f"maintenance:{job}" for job in ("sweep", "rebroadcast", "track_confirmations")
+)
+# How long recovery may take after the last fault before a payout counts as unpaid.
+RECOVERY_SECONDS = 240 if FULL else 120
+
+
+def amounts(count: int, base: int = 10_000) -> list[int]:
+    """Distinct small amounts, so every payout is its own line on the ledger."""
+    return [base + 7 * i for i in range(count)]
+
+
+@dataclass
+class ChaosStack:
+    stack: Stack
+    postgres_url: str
+    summary_file: Path
+    rng: random.Random
+    miner: Miner
+    faults: int = 0
+    kills: list[str] = field(default_factory=list)
+    recovery_seconds: float = 0.0
+    _engine: Engine | None = None
+
+    @property
+    def node(self) -> NodeClient:
+        return self.stack.node
+
+    # ------------------------------------------------------------------ workers
+
+    def start_workers(self, count: int) -> None:
+        """Start them all, then wait: Celery start-up is slow, sequential starts add up."""
+        started = []
+        for _ in range(count):
+            name = f"w{len(self.stack.workers) + 1}-{uuid.uuid4().hex[:4]}"
+            proc = ManagedProcess(name, worker_argv(f"{name}@%h"), self.stack.env,
+                                  self.stack.workdir)  # fmt: skip
+            self.stack.workers.append(proc)
+            started.append(proc)
+        for proc in started:
+            wait_for_worker_ready(proc)
+
+    def kill_random_worker(self) -> str:
+        """SIGKILL a random worker: either the whole worker (Celery's main process and its
+        pool child; its unacked message waits for the broker's visibility timeout) or only
+        the pool child running the task (the main process sees the loss and requeues).
+        The killed worker is restarted at once. Returns what was killed."""
+        alive = [w for w in self.stack.workers if w.alive()]
+        assert alive, "every worker is dead; restarts are not keeping up"
+        worker = self.rng.choice(alive)
+        children = _children(worker.pid)
+        if children and self.rng.random() < 0.5:
+            os.kill(self.rng.choice(children), signal.SIGKILL)
+            what = f"{worker.name}:pool-child"
+        else:
+            worker.kill9()
+            worker.start()
+            what = f"{worker.name}:whole"
+        self.kills.append(what)
+        self.faults += 1
+        return what
+
+    def kill_all_workers_mid_maintenance(self, timeout: float = 10) -> str:
+        """SIGKILL every worker at once (a host crash, an OOM storm) at a moment when one of
+        them is inside a beat job, so the job's Redis run-lock is orphaned with it."""
+        client = redis.Redis.from_url(self.stack.env["PAYOUTS_REDIS_URL"])
+        try:
+            wait_until(lambda: bool(client.exists(*MAINTENANCE_LOCKS)), timeout,
+                       "a maintenance job to be running", interval=0.005)  # fmt: skip
+        except TimeoutError:
+            pass  # then it is simply a crash of every worker at a random moment
+        finally:
+            client.close()
+        for worker in self.stack.workers:
+            worker.kill9()
+        for worker in self.stack.workers:
+            worker.start()
+        self.kills.extend(f"{w.name}:whole(all)" for w in self.stack.workers)
+        self.faults += len(self.stack.workers)
+        return "all workers"
+
+    def ensure_workers_running(self) -> None:
+        for worker in self.stack.workers:
+            if not worker.alive():
+                worker.start()
+
+    # ------------------------------------------------------------------ database
+
+    def engine(self) -> Engine:
+        if self._engine is None:
+            # Our own engine: the chaos may kill its connections too; pre-ping replaces them.
+            self._engine = create_engine(self.postgres_url, pool_pre_ping=True, pool_size=2)
+        return self._engine
+
+    def db_rows(self, ids: list[str]) -> dict[str, DbRow]:
+        wanted = [uuid.UUID(i) for i in ids]
+        with self.engine().connect() as conn:
+            rows = conn.execute(
+                select(Payout.id, Payout.state, Payout.last_error).where(Payout.id.in_(wanted))
+            ).all()
+        return {str(r.id): DbRow(r.state, r.last_error) for r in rows}
+
+    def unsettled(self, ids: list[str]) -> list[str]:
+        rows = self.db_rows(ids)
+        return [i for i in ids if i not in rows or rows[i].state not in SETTLED]
+
+    # ------------------------------------------------------------------ recovery and verdict
+
+    def recover_and_judge(self, scenario: str, payouts: list[PayoutRef]) -> Summary:
+        """Let recovery run (workers up, blocks mined, beat sweeping) until every payout is
+        confirmed or failed, or the deadline passes; then judge from the ledger and record
+        the summary line. Never raises on a timeout: what is left counts as unpaid."""
+        self.node.call("devnode_clear_faults")
+        self.ensure_workers_running()
+        self.miner.resume()
+        ids = [p.id for p in payouts]
+        started = time.monotonic()
+        # On timeout nothing is raised here: what is not settled is judged (and fails) below.
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: not self.unsettled(ids), RECOVERY_SECONDS,
+                       "every payout to be confirmed or failed", interval=0.5)  # fmt: skip
+        self.recovery_seconds = time.monotonic() - started
+        self.miner.pause()
+        summary = judge_run(scenario, self.node, payouts, self.db_rows(ids), self.faults)
+        record(summary, self.summary_file, f"recovery took {self.recovery_seconds:.1f}s")
+        return summary
+
+    def worker_logs(self, lines: int = 8) -> str:
+        return "\n".join(f"--- {w.name}\n{w.log_tail(lines)}" for w in self.stack.workers)
+
+    def close(self) -> None:
+        self.miner.stop()
+        if self._engine is not None:
+            self._engine.dispose()
+        self.stack.close()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+@contextmanager
+def chaos_stack(
+    *,
+    postgres_url: str,
+    redis_url: str,
+    workdir: Path,
+    summary_file: Path,
+    seed: int,
+    coins: int = 0,
+    workers: int = WORKERS,
+    mine_every: float = 2.0,
+    **settings: str,
+) -> Iterator[ChaosStack]:
+    """The whole system with short recovery timings. `coins` extra confirmed coins give every
+    payout its own input (no chains of unconfirmed change) where a scenario needs that."""
+    saved_env = dict(os.environ)
+    stack = build_stack(
+        postgres_url=postgres_url, redis_url=redis_url, workdir=workdir,
+        **{**CHAOS_SETTINGS, **settings},
+    )  # fmt: skip
+    chaos = ChaosStack(stack, postgres_url, summary_file, random.Random(seed),
+                       Miner(stack.node, mine_every))  # fmt: skip
+    try:
+        if coins:
+            fund_wallet(stack.node, coins=coins, coin_sats=2_000_000)
+        chaos.start_workers(workers)
+        stack.start_beat()
+        yield chaos
+    finally:
+        chaos.close()
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def settle_quietly(chaos: ChaosStack, ids: list[str], states: set[str], timeout: float) -> bool:
+    """Wait for payouts to reach `states` (used to time a fault); False on timeout."""
+    def reached() -> bool:
+        rows = chaos.db_rows(ids)
+        return all(i in rows and rows[i].state in states for i in ids)
+
+    try:
+        wait_until(reached, timeout, f"payouts to reach {sorted(states)}", interval=0.3)
+        return True
+    except TimeoutError:
+        return False
+
+
+def pause(rng: random.Random, low: float, high: float) -> None:
+    """A random gap before the next fault (timing faults, never an assertion)."""
+    time.sleep(rng.uniform(low, high))
