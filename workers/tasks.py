@@ -31,8 +31,11 @@ log = logging.getLogger(__name__)
 INFRA_ERRORS = (SQLAlchemyError, NodeUnavailable, RedisError)
 # Insufficient funds and similar waits: back off up to five minutes between tries.
 MAX_BACKOFF_SECONDS = 300
-# Longer than any maintenance run should take; if a worker dies mid-run the lock frees itself.
-MAINTENANCE_LOCK_SECONDS = 300
+# A beat job's run-lock only stops runs piling up behind a slow one (overlapping runs are
+# harmless: every job is idempotent). A worker killed mid-run never releases it, and the job
+# then stops until the TTL runs out, so it must be short: 300 s left payouts unconfirmed for
+# five minutes after a kill -9 (chaos suite). Three schedule intervals, at least this long:
+MAINTENANCE_LOCK_MIN_SECONDS = 30
 
 
 @lru_cache(maxsize=1)
@@ -81,7 +84,8 @@ def process_payout(self: Task, payout_id: str) -> str:
 def _exclusive(job: str) -> AbstractContextManager[bool]:
     # One run of each job at a time across all workers: a slow run (many transactions to
     # check) must not pile up behind itself and starve the payout queue.
-    return named_lock(_redis(), f"maintenance:{job}", MAINTENANCE_LOCK_SECONDS)
+    ttl = max(MAINTENANCE_LOCK_MIN_SECONDS, 3 * get_settings().maintenance_interval_seconds)
+    return named_lock(_redis(), f"maintenance:{job}", ttl)
 
 
 @app.task(name="payouts.maintenance.sweep", autoretry_for=INFRA_ERRORS, max_retries=3)
