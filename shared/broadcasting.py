@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from shared import metrics
 from shared.models import Payout, PayoutState, Transaction, TxState, utcnow
 from shared.node import NodeClient
+from shared.node.amounts import btc_to_sats
 from shared.node.errors import (
     AlreadyKnown,
     FeeTooHigh,
@@ -75,8 +76,28 @@ def prove_dead(node: NodeClient, txid: str, inputs: list[str]) -> DeadProof | No
         if _confirmations(node, txid) > 0:
             return None
         info = node.get_transaction(txid) or {}
-        return DeadProof(outpoint=outpoint, conflicts=list(info.get("walletconflicts", [])))
+        conflicts = list(info.get("walletconflicts", [])) or _wallet_spenders(node, outpoint)
+        return DeadProof(outpoint=outpoint, conflicts=conflicts)
     return None
+
+
+# How many recent confirmed wallet transactions to search for the spender of an input when
+# the wallet never saw our transaction (it was refused before it reached any mempool).
+SPENDER_SEARCH_LIMIT = 500
+
+
+def _wallet_spenders(node: NodeClient, outpoint: str) -> list[str]:
+    """Confirmed wallet transactions spending `outpoint` (rare path: only on a dead proof)."""
+    txid, vout = outpoint.rsplit(":", 1)
+    entries = node.list_since_block(None).get("transactions", [])
+    candidates = [e["txid"] for e in entries if int(e.get("confirmations", 0)) > 0]
+    for candidate in list(dict.fromkeys(reversed(candidates)))[:SPENDER_SEARCH_LIMIT]:
+        raw = node.get_raw_transaction(candidate) or {}
+        if any(
+            vin.get("txid") == txid and str(vin.get("vout")) == vout for vin in raw.get("vin", [])
+        ):
+            return [candidate]
+    return []
 
 
 def _confirmations(node: NodeClient, txid: str) -> int:
@@ -104,22 +125,51 @@ def _mark_broadcast(session: Session, tx: Transaction, actor: str) -> None:
         )
 
 
-def mark_dead(session: Session, tx: Transaction, proof_reason: str, actor: str) -> None:
+def mark_dead(
+    session: Session, node: NodeClient, tx: Transaction, proof: DeadProof, actor: str
+) -> None:
+    """Record a proven-dead transaction; its payouts go to `failed` with the reason.
+
+    DESIGN §5: before calling it a loss, look at what beat us. A conflicting transaction that
+    pays the payout's destination the exact amount (e.g. a released manual PSBT someone
+    broadcast themselves) means the payout WAS paid: the reason says so, so nobody re-sends.
+    """
+    dead_reason = proof.reason(tx.txid)
     session.execute(
         update(Transaction)
         .where(Transaction.id == tx.id)
-        .values(state=TxState.CONFLICTED, updated_at=utcnow(), last_error=proof_reason)
+        .values(state=TxState.CONFLICTED, updated_at=utcnow(), last_error=dead_reason)
     )
-    for payout_id in _payouts_of(session, tx.id):
+    for payout in session.execute(select(Payout).where(Payout.tx_id == tx.id)).scalars():
+        paid_by = _conflict_paying(node, proof.conflicts, payout.destination, payout.amount_sats)
+        reason = (
+            f"transaction {tx.txid} lost to conflicting transaction {paid_by}, which pays "
+            f"{payout.amount_sats} sats to {payout.destination}: this payout looks PAID by "
+            f"{paid_by}. Verify it on chain; do not send it again."
+            if paid_by
+            else dead_reason
+        )
         transition(
             session,
-            payout_id,
+            payout.id,
             expected=[S.SIGNED, S.BROADCAST],
             target=S.FAILED,
             actor=actor,
-            reason=proof_reason,
-            values={"last_error": proof_reason},
+            reason=reason,
+            values={"last_error": reason},
         )
+
+
+def _conflict_paying(
+    node: NodeClient, conflicts: list[str], destination: str, amount_sats: int
+) -> str | None:
+    for txid in conflicts:
+        raw = node.get_raw_transaction(txid) or {}
+        for vout in raw.get("vout", []):
+            address = vout.get("scriptPubKey", {}).get("address")
+            if address == destination and btc_to_sats(vout.get("value", 0)) == amount_sats:
+                return txid
+    return None
 
 
 def _payouts_of(session: Session, tx_row_id: uuid.UUID) -> list[uuid.UUID]:
@@ -170,7 +220,7 @@ def _send_persisted(
                 _record_attempt(session, tx, f"rejected, conflict not proven: {exc.message}")
                 return BroadcastOutcome.CONFLICT_UNPROVEN
         else:
-            mark_dead(session, tx, proof.reason(tx.txid), actor)
+            mark_dead(session, node, tx, proof, actor)
             return BroadcastOutcome.DEAD
     except (FeeTooHigh, NodeError) as exc:
         if any(marker in exc.message for marker in TRANSIENT_REJECTIONS):

@@ -228,7 +228,7 @@ def _track_one(
         return
     proof = prove_dead(node, tx.txid, list(tx.inputs))
     if proof is not None:
-        mark_dead(session, tx, proof.reason(tx.txid), ACTOR)
+        mark_dead(session, node, tx, proof, ACTOR)
         report.dead += 1
         return
     # Re-sending a `broadcast` row is the same call: it only moves rows that are still `signed`.

@@ -13,7 +13,6 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
@@ -32,6 +31,7 @@ from shared.db import committing
 from shared.fees import choose_fee_rate_sat_vb
 from shared.models import Payout, PayoutState, Route, Transaction, utcnow
 from shared.node import NodeClient
+from shared.node.amounts import btc_to_sats
 from shared.node.errors import InsufficientFunds, NodeError, NodeUnavailable
 from shared.settings import Settings
 
@@ -290,7 +290,7 @@ def _checked_tx(
 def _fee_from_acceptance(check: dict[str, object]) -> int | None:
     fees = check.get("fees")
     if isinstance(fees, dict) and "base" in fees:
-        return int((Decimal(str(fees["base"])) * 100_000_000).to_integral_value())
+        return btc_to_sats(fees["base"])
     return None
 
 

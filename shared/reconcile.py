@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from decimal import Decimal
 
 from shared.node import NodeClient
-
-SATS_PER_BTC = Decimal(100_000_000)
+from shared.node.amounts import btc_to_sats
 
 
 @dataclass
@@ -40,7 +38,7 @@ def outgoing_outputs(node: NodeClient, min_confirmations: int = 1) -> Counter[tu
         if key in seen:  # listsinceblock may list a send once per wallet-relevant view
             continue
         seen.add(key)
-        sats = int((-Decimal(str(entry["amount"])) * SATS_PER_BTC).to_integral_value())
+        sats = -btc_to_sats(entry["amount"])
         paid[(entry["address"], sats)] += 1
     return paid
 

@@ -111,3 +111,24 @@ def test_a_rejected_conflict_is_failed_only_with_proof(session: Session, node: N
     assert outcome == BroadcastOutcome.DEAD
     payout = payout_of(session, tx)
     assert payout.state == S.FAILED and "can never confirm" in (payout.last_error or "")
+
+
+def test_a_conflict_that_pays_the_payout_is_reported_as_paid(
+    session: Session, node: NodeClient
+) -> None:
+    tx = signed_payout(session, node, amount=70_000)
+    payout = payout_of(session, tx)
+    # Another transaction on the same inputs paying the same output (a released manual PSBT
+    # that someone broadcast themselves) confirms first.
+    twin = node.create_raw_transaction({payout.destination: 70_000}, inputs=list(tx.inputs))
+    twin = node.fund_raw_transaction(twin, fee_rate_sat_vb=5, add_inputs=False).hex
+    twin_txid = node.send_raw_transaction(node.sign_raw_transaction_with_wallet(twin))
+    node.generate_to_address(1, node.get_new_address())
+
+    assert broadcast_persisted(session, node, tx, actor="t", max_fee_rate_sat_vb=100) == (
+        BroadcastOutcome.DEAD
+    )
+    session.commit()
+    failed = payout_of(session, tx)
+    assert failed.state == S.FAILED
+    assert f"looks PAID by {twin_txid}" in (failed.last_error or "")
