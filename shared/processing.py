@@ -33,7 +33,7 @@ from shared.locks import payout_lock
 from shared.models import Payout, PayoutState, Route, Transaction, TxState
 from shared.node import NodeClient
 from shared.node.client import TxOutput
-from shared.node.errors import InsufficientFunds, InvalidAddress, NodeError
+from shared.node.errors import InsufficientFunds, InvalidAddress, NodeError, NodeUnavailable
 from shared.settings import Settings
 from shared.state_machine import transition
 
@@ -122,8 +122,11 @@ def _process_locked(
         return Result(Outcome.FAILED, reason)
     except (NodeError, BuildError) as exc:
         reason = f"could not build the transaction: {exc}"
+        # An unreachable node is an outage, not a fault of this payout: waiting it out must
+        # not use up the attempts that turn a poison payout into `failed`.
+        outage = isinstance(exc, NodeUnavailable)
         with session_scope() as session:
-            release_claim(session, claim, actor=actor, reason=reason)
+            release_claim(session, claim, actor=actor, reason=reason, count_attempt=not outage)
         return Result(Outcome.RETRY, reason)
 
     with session_scope() as session:
