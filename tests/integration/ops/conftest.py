@@ -2,8 +2,8 @@
 
 Reached through cuttable proxies (PostgreSQL, Redis), so the reconnect tests can take a
 service away without touching the machine's shared servers. Two worker processes (one started
-as `celery … worker`, one as `payouts worker`, which runs the start-up gate), beat, and
-`payouts flower` with basic auth. The RPC password, the Flower password and the API keys are
+as `celery … worker`, one as `payouts worker`, which runs the start-up gate), `payouts beat`,
+and `payouts flower` with basic auth. The RPC password, the Flower password and the API keys are
 distinctive, so the log test can grep every process log for them.
 """
 
@@ -109,7 +109,7 @@ def ops(
         ]  # fmt: skip
         for worker in stack.workers:
             wait_for_worker_ready(worker)
-        stack.start_beat()
+        stack.beat = ManagedProcess("payouts-beat", payouts_argv("beat"), stack.env, workdir)
         flower_port = free_port()
         flower = ManagedProcess("flower", payouts_argv("flower", "--port", str(flower_port)),
                                 stack.env, workdir)  # fmt: skip
