@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import ChaosStack, chaos_stack
+from tests.chaos.harness import PAYOUTS, ChaosStack, chaos_stack
 from tests.chaos.oracle import SUMMARY_LINES
 from tests.support.services import truncate_all
 
@@ -56,6 +56,28 @@ def chaos(
         workdir=tmp_path,
         summary_file=summary_file,
         seed=seed,
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def chaos_with_a_coin_per_payout(
+    postgres_url: str,
+    redis_url: str,
+    tmp_path: Path,
+    summary_file: Path,
+    seed: int,
+) -> Iterator[ChaosStack]:
+    """Enough confirmed coins that no payout spends another's unconfirmed change, so a fault
+    aimed at one payout's transaction cannot also take its descendants with it."""
+    truncate_all(postgres_url)
+    with chaos_stack(
+        postgres_url=postgres_url,
+        redis_url=redis_url,
+        workdir=tmp_path,
+        summary_file=summary_file,
+        seed=seed,
+        coins=PAYOUTS + 20,
     ) as running:
         yield running
 

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
 
 from cli.processes import ManagedProcess, wait_for_worker_ready, wait_until, worker_argv
-from shared.models import Payout
+from shared.models import Payout, Transaction
 from shared.node import NodeClient
 from tests.chaos.oracle import DbRow, PayoutRef, Summary, judge_run, record
 from tests.chaos.traffic import Miner
@@ -149,6 +151,35 @@ class ChaosStack:
                 select(Payout.id, Payout.state, Payout.last_error).where(Payout.id.in_(wanted))
             ).all()
         return {str(r.id): DbRow(r.state, r.last_error) for r in rows}
+
+    def terminate_db_connections(self) -> int:
+        """pg_terminate_backend every other connection to the test database (the API's, the
+        workers', beat's, ours), as a failover or an admin's kill would. Returns how many."""
+        killer = create_engine(self.postgres_url, poolclass=NullPool)
+        try:
+            with killer.connect() as conn:
+                killed = conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = :db AND pid <> pg_backend_pid()"
+                    ),
+                    {"db": make_url(self.postgres_url).database},
+                ).scalar_one()
+        finally:
+            killer.dispose()
+        self.faults += 1
+        return int(killed)
+
+    def txids(self, ids: list[str]) -> dict[str, str]:
+        """Payout id -> txid of its stored transaction (payouts without one are left out)."""
+        wanted = [uuid.UUID(i) for i in ids]
+        with self.engine().connect() as conn:
+            rows = conn.execute(
+                select(Payout.id, Transaction.txid)
+                .join(Transaction, Transaction.id == Payout.tx_id)
+                .where(Payout.id.in_(wanted))
+            ).all()
+        return {str(r.id): r.txid for r in rows}
 
     def unsettled(self, ids: list[str]) -> list[str]:
         rows = self.db_rows(ids)
