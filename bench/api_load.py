@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.procfs import largest, process_tree_peaks
+from bench.procfs import CpuMeter, largest, process_tree_peaks
+from bench.services import database_backends
 from cli.embedded import free_port
 from cli.processes import ManagedProcess, api_argv, wait_for_http
 from shared.api_keys import create_api_key
@@ -46,6 +47,9 @@ def run_api_load(
     api = ManagedProcess("api", api_argv(port), env, workdir)
     try:
         wait_for_http(api, f"{base_url}/healthz")
+        # Includes the load client's untimed warm-up; a small share at the default size.
+        meter = CpuMeter({"api": lambda: [api.pid], "postgres": database_backends})
+        meter.start()
         argv = [sys.executable, "-m", "bench.load_client", "--base-url", base_url,
                 "--pairs", str(pairs), "--concurrency", str(concurrency)]  # fmt: skip
         done = subprocess.run(
@@ -55,6 +59,7 @@ def run_api_load(
         if done.returncode != 0:
             raise RuntimeError(f"load client failed ({done.returncode}):\n{done.stderr[-2000:]}")
         load: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        load["cpu_ms_per_request"] = meter.per_item(max(1, load["requests"]))
         peak = largest(process_tree_peaks(api.pid))
     finally:
         api.stop()

@@ -115,7 +115,9 @@ def markdown(r: Results) -> str:
         f"p99 {api.get('create_p99_ms', math.nan):.1f} ms; approve p50 "
         f"{api.get('approve_p50_ms', math.nan):.1f} ms / p99 "
         f"{api.get('approve_p99_ms', math.nan):.1f} ms; non-2xx or failed: "
-        f"{api['errors'] or 'none'}.",
+        f"{api['errors'] or 'none'}; CPU ms per request: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in api.get("cpu_ms_per_request", {}).items())
+        + ".",
         "",
         "| 5. process | peak RSS (VmHWM) |",
         "|---|---|",
