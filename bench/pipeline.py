@@ -57,6 +57,7 @@ class PipelineResult:
     light: RunStats | None
     worker_rss_mb: float
     worker_rss_role: str
+    worker_rss_by_role: dict[str, float]
 
 
 def create_payouts(count: int) -> list[uuid.UUID]:
@@ -162,9 +163,11 @@ def run_pipeline(
             drained = _drain(payouts, workers, meter)
             light = _one_in_flight(light_load) if light_load else None
             peak = pool.peak_rss()
+            by_role = pool.peak_rss_by_role()
     return PipelineResult(
         drained=drained,
         light=light,
         worker_rss_mb=peak.mb if peak else float("nan"),
         worker_rss_role=f"{peak.role} pid {peak.pid}" if peak else "unknown",
+        worker_rss_by_role=by_role,
     )

@@ -31,6 +31,7 @@ class Results:
     api: dict[str, Any]
     api_rss_mb: float
     scaling: list[RunStats] = field(default_factory=list)
+    worker_rss_by_role: dict[str, float] = field(default_factory=dict)
 
     @property
     def throughput_ratio(self) -> float:
@@ -58,6 +59,7 @@ class Results:
             "rss_mb": {
                 "worker": self.worker_rss_mb,
                 "worker_process": self.worker_rss_role,
+                "worker_by_role": self.worker_rss_by_role,
                 "noop_worker": self.baseline_rss_mb,
                 "api": self.api_rss_mb,
             },
@@ -121,8 +123,9 @@ def markdown(r: Results) -> str:
         "",
         "| 5. process | peak RSS (VmHWM) |",
         "|---|---|",
-        f"| pipeline worker (largest of main and pool child; {r.worker_rss_role}) | "
-        f"{r.worker_rss_mb:.1f} MB |",
+        f"| pipeline worker: largest of main and pool child ({r.worker_rss_role}; "
+        + ", ".join(f"{role} {mb:.1f} MB" for role, mb in sorted(r.worker_rss_by_role.items()))
+        + f") | {r.worker_rss_mb:.1f} MB |",
         f"| no-op worker (largest of main and pool child) | {r.baseline_rss_mb:.1f} MB |",
         f"| API | {r.api_rss_mb:.1f} MB |",
         "",

@@ -141,6 +141,7 @@ def run(args: argparse.Namespace, workdir: Path) -> Results:
         pipeline_light=main.light,
         worker_rss_mb=main.worker_rss_mb,
         worker_rss_role=main.worker_rss_role,
+        worker_rss_by_role=main.worker_rss_by_role,
         api=api.load,
         api_rss_mb=api.api_rss_mb,
         scaling=scaling,

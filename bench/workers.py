@@ -35,6 +35,14 @@ class WorkerPool:
         peaks = [p for proc in self.processes for p in process_tree_peaks(proc.pid)]
         return largest(peaks)
 
+    def peak_rss_by_role(self) -> dict[str, float]:
+        """Largest VmHWM (MB) among the main processes and among the pool children."""
+        result: dict[str, float] = {}
+        for proc in self.processes:
+            for peak in process_tree_peaks(proc.pid):
+                result[peak.role] = max(result.get(peak.role, 0.0), peak.mb)
+        return result
+
     @property
     def pids(self) -> list[int]:
         return [proc.pid for proc in self.processes]
