@@ -3,8 +3,8 @@
 The same checks serve both: the database answers `select 1`, Redis answers PING, the broker
 accepts a connection, the node answers `getblockchaininfo`, the wallet in the URL is loaded
 (`getwalletinfo`), and the node's chain is the one PAYOUTS_NETWORK names. The last one is the
-guard that keeps a regtest configuration from ever touching mainnet and vice versa: a process
-refuses to start when it fails, whatever its role.
+guard that keeps a regtest configuration from ever touching mainnet and vice versa: every
+process that talks to the node (API, worker) refuses to start when it fails.
 
 Every detail that reaches an operator names the PAYOUTS_* setting to fix and never a secret
 (URL passwords are masked, the node client already redacts its URL).
@@ -55,11 +55,18 @@ STARTUP_TIMEOUT_SECONDS = 5.0
 
 Role = Literal["api", "worker", "beat", "flower"]
 
-# Services a process cannot do its job without. The API without a broker or node still takes
-# and approves payouts (the sweeper publishes later; manual signing waits for the node), so
-# for the API those two are warnings. A worker signs and sends: it needs everything. Beat
-# only publishes; Flower only watches the broker. The chain check applies to every role
-# whenever the node answers.
+# The services each process talks to: what its start-up gate checks. Beat only publishes and
+# Flower only watches the broker, so neither asks the node anything.
+USES: dict[Role, frozenset[str]] = {
+    "api": frozenset({"database", "redis", "broker", "node"}),
+    "worker": frozenset({"database", "redis", "broker", "node"}),
+    "beat": frozenset({"broker"}),
+    "flower": frozenset({"broker"}),
+}
+# Of those, the ones it cannot do its job without. The API without a broker or node still
+# takes and approves payouts (the sweeper publishes later; manual signing waits for the node),
+# so for the API those are warnings. A worker signs and sends: it needs everything. Whoever
+# talks to the node refuses to start when the node answers from another chain.
 REQUIRED: dict[Role, frozenset[str]] = {
     "api": frozenset({"database"}),
     "worker": frozenset({"database", "redis", "broker", "node", "wallet"}),
@@ -220,12 +227,19 @@ def setting_of(name: str, settings: Settings) -> str:
     )
 
 
-def run_checks(settings: Settings, timeout: float = READY_TIMEOUT_SECONDS) -> list[CheckResult]:
-    """All checks at once, each bounded by `timeout`; one that overruns counts as failed."""
+def run_checks(
+    settings: Settings,
+    timeout: float = READY_TIMEOUT_SECONDS,
+    services: Iterable[str] = ("database", "redis", "broker", "node"),
+) -> list[CheckResult]:
+    """The checks of `services` at once, each bounded by `timeout`; one that overruns counts
+    as failed. "node" includes its wallet and chain checks."""
+    wanted = set(services)
+    checks = [(names, check) for names, check in CHECKS if names[0] in wanted]
     results: list[CheckResult] = []
-    pool = concurrent.futures.ThreadPoolExecutor(len(CHECKS), thread_name_prefix="health")
+    pool = concurrent.futures.ThreadPoolExecutor(len(checks), thread_name_prefix="health")
     try:
-        futures = {pool.submit(check, settings, timeout): names for names, check in CHECKS}
+        futures = {pool.submit(check, settings, timeout): names for names, check in checks}
         done, late = concurrent.futures.wait(futures, timeout=timeout + 1)
         for future in done:
             results += future.result()
@@ -254,9 +268,9 @@ def start_gate(
     """0 when `payouts <role>` may start. Otherwise prints one line naming the setting to fix
     and returns the exit code to leave with."""
     out = out or sys.stderr
-    results = run_checks(settings, timeout)
-    chain = next(r for r in results if r.name == "chain")
-    if chain.status == Status.FAILED:
+    results = run_checks(settings, timeout, USES[role])
+    chain = next((r for r in results if r.name == "chain"), None)
+    if chain is not None and chain.status == Status.FAILED:
         print(f"payouts {role}: refusing to start: {chain.describe()}", file=out, flush=True)
         return EXIT_WRONG_NETWORK
     missing = [r for r in results if r.name in REQUIRED[role] and r.status != Status.OK]

@@ -1,6 +1,7 @@
 """Readiness over HTTP, and `payouts api | worker | beat` refusing to start: a node on
-another chain than PAYOUTS_NETWORK (exit 5), or a service they need unreachable (exit 4),
-each with one line naming the setting to fix and no secret in it."""
+another chain than PAYOUTS_NETWORK (exit 5, API and worker: beat never asks the node), or a
+service they need unreachable (exit 4), each with one line naming the setting to fix and no
+secret in it."""
 
 from __future__ import annotations
 
@@ -44,7 +45,6 @@ def _cases() -> dict[str, Case]:
     return {
         "api-mainnet": Case("api", (("network", "mainnet"),), wrong, "PAYOUTS_NETWORK"),
         "worker-signet": Case("worker", (("network", "signet"),), wrong, "PAYOUTS_NETWORK"),
-        "beat-testnet": Case("beat", (("network", "testnet"),), wrong, "PAYOUTS_NETWORK"),
         "api-no-db": Case("api", (("database_url", dead_pg),), gone, "PAYOUTS_DATABASE_URL"),
         "worker-no-db": Case("worker", (("database_url", dead_pg),), gone,
                              "PAYOUTS_DATABASE_URL"),

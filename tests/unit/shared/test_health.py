@@ -142,6 +142,11 @@ def test_each_network_accepts_only_its_own_chains(
 
 
 class TestRunChecks:
+    def test_only_the_services_asked_for_are_checked(self) -> None:
+        results = health.run_checks(settings_for(), timeout=1, services=["database"])
+
+        assert [(r.name, r.status) for r in results] == [("database", Status.OK)]
+
     def test_every_check_is_reported_in_a_fixed_order(self, devnode: RunningDevnode) -> None:
         results = health.run_checks(settings_for(devnode), timeout=1)
 
@@ -218,8 +223,8 @@ class TestStartGate:
 
         assert gate(role) == (0, "")
 
-    @pytest.mark.parametrize("role", ["api", "worker", "beat", "flower"])
-    def test_every_role_refuses_a_node_on_another_chain_with_exit_5(
+    @pytest.mark.parametrize("role", ["api", "worker"])
+    def test_a_role_that_uses_the_node_refuses_one_on_another_chain_with_exit_5(
         self, monkeypatch: pytest.MonkeyPatch, role: health.Role
     ) -> None:
         fake_checks(monkeypatch, failing={"chain"})
@@ -253,9 +258,17 @@ class TestStartGate:
         assert printed.startswith(f"payouts {role}: cannot start: {down}")
         assert printed.count("\n") == 1 and setting in printed
 
+    @pytest.mark.parametrize("role", ["beat", "flower"])
+    def test_beat_and_flower_never_ask_the_node_so_its_chain_cannot_stop_them(
+        self, monkeypatch: pytest.MonkeyPatch, role: health.Role
+    ) -> None:
+        fake_checks(monkeypatch, failing={"chain", "node", "database", "redis"})
+
+        assert gate(role) == (0, "")
+
     @pytest.mark.parametrize(
         ("role", "down"),
-        [("api", "redis"), ("api", "broker"), ("api", "node"), ("beat", "database")],
+        [("api", "redis"), ("api", "broker"), ("api", "node"), ("api", "wallet")],
     )
     def test_a_service_the_role_can_work_without_only_warns(
         self, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
