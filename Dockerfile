@@ -1,0 +1,31 @@
+# syntax=docker/dockerfile:1
+# The payout processor image. Two targets:
+#   app    the runtime (api, worker, beat, flower, migrate): the package, no dev tools
+#   tests  the same plus the dev extras and the test suite (docker compose run --rm tests)
+
+FROM python:3.11-slim-bookworm AS base
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+# Never run as root: the app holds the hot wallet's RPC credentials.
+RUN useradd --create-home --uid 10001 payouts
+
+FROM base AS app
+COPY pyproject.toml ./
+COPY api ./api
+COPY cli ./cli
+COPY devnode ./devnode
+COPY shared ./shared
+COPY workers ./workers
+RUN pip install .
+USER payouts
+EXPOSE 8000 5555
+CMD ["payouts", "api", "--host", "0.0.0.0", "--port", "8000"]
+
+FROM base AS tests
+COPY . .
+RUN pip install -e '.[dev]' && chown -R payouts:payouts /app
+USER payouts
+CMD ["pytest", "-q", "tests/integration"]
