@@ -12,7 +12,7 @@ from celery import Celery
 
 from bench.noop_tasks import DONE_LIST, publish
 from bench.procfs import CpuMeter, with_children
-from bench.stats import RunStats, summarize
+from bench.stats import RunStats, median_run, summarize
 from bench.workers import NOOP_APP, running_workers
 from cli.processes import wait_until
 from shared.celery_config import make_celery
@@ -61,7 +61,8 @@ def _one_in_flight(client: redis.Redis, publisher: Celery, count: int) -> RunSta
 
 
 def run_baseline(
-    tasks: int, workers: int, light_load: int, env: Mapping[str, str], workdir: Path
+    tasks: int, workers: int, light_load: int, repeat: int, env: Mapping[str, str],
+    workdir: Path,
 ) -> tuple[RunStats, RunStats, float]:
     """(drain stats, one-in-flight stats, peak worker RSS MB)."""
     client = redis.Redis.from_url(get_settings().redis_url, socket_timeout=10)
@@ -70,7 +71,9 @@ def run_baseline(
         with running_workers(NOOP_APP, workers, env, workdir) as pool:
             _drain(client, publisher, 2 * workers, workers)  # warm-up: connections, imports
             meter = CpuMeter({"workers": lambda: with_children(pool.pids)})
-            drained = _drain(client, publisher, tasks, workers, meter)
+            drained = median_run(
+                [_drain(client, publisher, tasks, workers, meter) for _ in range(repeat)]
+            )
             light = _one_in_flight(client, publisher, light_load)
             peak = pool.peak_rss()
     finally:

@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 
 from bench.procfs import CpuMeter, with_children
 from bench.services import database_backends, devnode_process, fund_wallet
-from bench.stats import RunStats, summarize
+from bench.stats import RunStats, median_run, summarize
 from bench.workers import PIPELINE_APP, running_workers
 from cli.addresses import external_address
 from cli.processes import wait_until
@@ -144,14 +144,15 @@ def _one_in_flight(count: int) -> RunStats:
 
 
 def run_pipeline(
-    payouts: int, workers: int, light_load: int, env: Mapping[str, str], workdir: Path
+    payouts: int, workers: int, light_load: int, repeat: int, env: Mapping[str, str],
+    workdir: Path,
 ) -> PipelineResult:
     """One pipeline run on a node of its own: every run starts from the same wallet (the
     simulated node's coin selection scans the whole wallet history, so a shared node would
     make later runs slower for reasons that are not the pipeline's)."""
     with devnode_process(workdir) as node:
-        fund_wallet(NodeClient(node.wallet_url), payouts + 2 * workers + light_load + SPARE_COINS,
-                    COIN_SATS)
+        coins = repeat * payouts + 2 * workers + light_load + SPARE_COINS
+        fund_wallet(NodeClient(node.wallet_url), coins, COIN_SATS)
         run_env = {**env, "PAYOUTS_BITCOIND_URL": node.wallet_url}
         with running_workers(PIPELINE_APP, workers, run_env, workdir) as pool:
             _drain(2 * workers, workers)  # warm-up: DB pool, node connection, imports
@@ -160,7 +161,7 @@ def run_pipeline(
                 "node": lambda: [node.pid],
                 "postgres": database_backends,
             })
-            drained = _drain(payouts, workers, meter)
+            drained = median_run([_drain(payouts, workers, meter) for _ in range(repeat)])
             light = _one_in_flight(light_load) if light_load else None
             peak = pool.peak_rss()
             by_role = pool.peak_rss_by_role()

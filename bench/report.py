@@ -68,8 +68,11 @@ class Results:
 
 
 def _row(label: str, s: RunStats, items: str = "") -> str:
+    spread = ""
+    if len(s.repetitions) > 1:
+        spread = f" (of {', '.join(f'{x:.1f}' for x in sorted(s.repetitions))})"
     return (f"| {label} | {s.workers} | {items or s.count} | {s.seconds:.2f} | "
-            f"{s.per_second:.1f} | {s.p50_ms:.1f} | {s.p99_ms:.1f} |")
+            f"{s.per_second:.1f}{spread} | {s.p50_ms:.1f} | {s.p99_ms:.1f} |")
 
 
 def _cpu(s: RunStats) -> str:
@@ -87,6 +90,8 @@ def markdown(r: Results) -> str:
         "PostgreSQL, the simulated node, the workers, the API and the bench itself all share "
         f"these cores. Load average (1 min) {m['load_average_1m_before']:.1f} before the run, "
         f"{m['load_average_1m_after']:.1f} after: anything else running inflates every number.",
+        "",
+        "Burst runs: the median of the repetitions by throughput (all of them in brackets).",
         "",
         "| run | W | items | seconds | per second | p50 ms | p99 ms |",
         "|---|---|---|---|---|---|---|",
@@ -139,12 +144,17 @@ def markdown(r: Results) -> str:
 
 
 def summary_lines(r: Results) -> str:
-    """Fixed wording, so runs can be compared over time with grep."""
-    return "\n".join([
+    """Fixed wording, so runs can be compared over time with grep. The last line is the
+    steadiest on a shared machine: CPU time per payout moves far less than wall time."""
+    lines = [
         f"throughput ratio (pipeline/no-op): {r.throughput_ratio:.2f}",
         f"latency p99 ratio (pipeline/no-op): {r.latency_p99_ratio:.2f}",
         f"worker RSS: {r.worker_rss_mb:.0f} MB",
-    ])
+    ]
+    if r.pipeline.cpu_ms:
+        lines.append(f"pipeline CPU per payout: {sum(r.pipeline.cpu_ms.values()):.1f} ms ("
+                     + ", ".join(f"{k} {v:.1f}" for k, v in r.pipeline.cpu_ms.items()) + ")")
+    return "\n".join(lines)
 
 
 def write_json(r: Results, path: Path) -> None:

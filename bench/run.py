@@ -61,6 +61,8 @@ def parser() -> argparse.ArgumentParser:
                    help="W, worker processes for sections 1-2 (default 2)")
     p.add_argument("--scaling", type=_worker_counts, default=[1, 2, 4],
                    help="worker counts for the scaling runs (default 1,2,4)")
+    p.add_argument("--repeat", type=_positive, default=3,
+                   help="repetitions of every burst run; the median one is reported (default 3)")
     p.add_argument("--one-in-flight", type=int, default=20,
                    help="items measured one at a time on an idle queue (default 20; 0 skips)")
     p.add_argument("--api-requests", type=_positive, default=200,
@@ -119,14 +121,15 @@ def run(args: argparse.Namespace, workdir: Path) -> Results:
         w = args.workers
         say(f"1/4 no-op baseline: {args.payouts} tasks, W={w}")
         baseline, baseline_light, noop_rss = run_baseline(
-            args.payouts, w, max(args.one_in_flight, 1), env, workdir
+            args.payouts, w, max(args.one_in_flight, 1), args.repeat, env, workdir
         )
         say(f"2/4 pipeline: {args.payouts} payouts, W={w}")
-        main = run_pipeline(args.payouts, w, args.one_in_flight, env, workdir)
+        main = run_pipeline(args.payouts, w, args.one_in_flight, args.repeat, env, workdir)
         scaling = []
         for count in args.scaling:
             say(f"3/4 scaling: {args.payouts} payouts, W={count}")
-            result = main if count == w else run_pipeline(args.payouts, count, 0, env, workdir)
+            result = main if count == w else run_pipeline(args.payouts, count, 0, args.repeat,
+                                                          env, workdir)
             scaling.append(result.drained)
         say(f"4/4 API: {args.api_requests} create+approve pairs, concurrency "
             f"{args.api_concurrency}")
@@ -164,6 +167,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "payouts": args.payouts,
         "workers": args.workers,
         "scaling": args.scaling,
+        "repeat": args.repeat,
         "one_in_flight": args.one_in_flight,
         "api_requests": args.api_requests,
         "api_concurrency": args.api_concurrency,

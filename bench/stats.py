@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
@@ -33,6 +33,8 @@ class RunStats:
     p99_ms: float
     # CPU milliseconds per item by process group ("workers", "node", "postgres"), when measured.
     cpu_ms: dict[str, float] = field(default_factory=dict)
+    # Throughput of every repetition when this is the median one of several.
+    repetitions: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -51,3 +53,15 @@ def summarize(starts: Sequence[float], ends: Sequence[float], workers: int) -> R
         p50_ms=percentile(latencies, 50),
         p99_ms=percentile(latencies, 99),
     )
+
+
+def median_run(runs: Sequence[RunStats]) -> RunStats:
+    """The repetition with the median throughput, remembering all of them.
+
+    A whole run, not a mix of per-field medians, so its throughput and latencies belong
+    together. On a shared machine one repetition can be hit by someone else's burst of work.
+    """
+    if not runs:
+        raise ValueError("no runs")
+    middle = sorted(runs, key=lambda r: r.per_second)[(len(runs) - 1) // 2]
+    return replace(middle, repetitions=[r.per_second for r in runs])

@@ -11,7 +11,7 @@ import pytest
 from bench import procfs
 from bench.report import Results, summary_lines
 from bench.run import parser
-from bench.stats import RunStats, percentile, summarize
+from bench.stats import RunStats, median_run, percentile, summarize
 from bench.workers import NOOP_APP, PIPELINE_APP, argv_for
 from cli.processes import worker_argv
 
@@ -35,6 +35,16 @@ class TestSummarize:
         assert stats.p50_ms == 1000.0 and stats.workers == 2
 
 
+def test_median_run_reports_one_whole_repetition_and_remembers_all() -> None:
+    runs = [
+        RunStats(count=1, workers=1, seconds=1, per_second=rate, p50_ms=rate, p99_ms=rate)
+        for rate in (30.0, 10.0, 20.0)
+    ]
+    middle = median_run(runs)
+    assert (middle.per_second, middle.p99_ms) == (20.0, 20.0)
+    assert middle.repetitions == [30.0, 10.0, 20.0]
+
+
 def _results(baseline: RunStats, pipeline: RunStats) -> Results:
     return Results(
         machine={}, settings={}, baseline=baseline, baseline_light=baseline,
@@ -45,11 +55,13 @@ def _results(baseline: RunStats, pipeline: RunStats) -> Results:
 
 def test_summary_lines_have_fixed_wording_for_comparison_over_time() -> None:
     baseline = RunStats(count=10, workers=2, seconds=1, per_second=100, p50_ms=5, p99_ms=10)
-    pipeline = RunStats(count=10, workers=2, seconds=4, per_second=25, p50_ms=20, p99_ms=45)
+    pipeline = RunStats(count=10, workers=2, seconds=4, per_second=25, p50_ms=20, p99_ms=45,
+                        cpu_ms={"workers": 20.0, "node": 9.5})
     assert summary_lines(_results(baseline, pipeline)).splitlines() == [
         "throughput ratio (pipeline/no-op): 0.25",
         "latency p99 ratio (pipeline/no-op): 4.50",
         "worker RSS: 91 MB",
+        "pipeline CPU per payout: 29.5 ms (workers 20.0, node 9.5)",
     ]
 
 
