@@ -118,9 +118,10 @@ def fund_wallet(node: NodeClient, coins: int, coin_sats: int) -> None:
     node.generate_to_address(101, mine_to)  # the first coinbase matures at height 101
     while node.get_balance_sats() < coins * coin_sats * 1.1:
         node.generate_to_address(10, mine_to)
-    # Fan out in slices so no funding transaction gets unreasonably large.
+    # Fan out in slices so no funding transaction gets unreasonably large; mine each one so
+    # the next spends confirmed change instead of growing an unconfirmed chain.
     for start in range(0, coins, FAN_OUT_PER_TX):
         count = min(FAN_OUT_PER_TX, coins - start)
         node.send_many({node.get_new_address(): coin_sats for _ in range(count)})
-    node.generate_to_address(1, mine_to)
+        node.generate_to_address(1, mine_to)
 
