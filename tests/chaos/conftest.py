@@ -16,6 +16,7 @@ import pytest
 
 from tests.chaos.harness import PAYOUTS, ChaosStack, chaos_stack
 from tests.chaos.oracle import SUMMARY_LINES
+from tests.chaos.redis_server import RestartableRedis
 from tests.support.services import truncate_all
 
 
@@ -78,6 +79,36 @@ def chaos_with_a_coin_per_payout(
         summary_file=summary_file,
         seed=seed,
         coins=PAYOUTS + 20,
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
+    """A Redis of our own, for the scenario that flushes and restarts it."""
+    server = RestartableRedis(tmp_path)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def chaos_on_own_redis(
+    postgres_url: str,
+    own_redis: RestartableRedis,
+    tmp_path: Path,
+    summary_file: Path,
+    seed: int,
+) -> Iterator[ChaosStack]:
+    """Broker and locks on `own_redis`, never on the machine's shared Redis."""
+    truncate_all(postgres_url)
+    with chaos_stack(
+        postgres_url=postgres_url,
+        redis_url=own_redis.url,
+        workdir=tmp_path,
+        summary_file=summary_file,
+        seed=seed,
     ) as running:
         yield running
 

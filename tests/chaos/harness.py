@@ -203,7 +203,8 @@ class ChaosStack:
         self.recovery_seconds = time.monotonic() - started
         self.miner.pause()
         summary = judge_run(scenario, self.node, payouts, self.db_rows(ids), self.faults)
-        record(summary, self.summary_file, f"recovery took {self.recovery_seconds:.1f}s")
+        notes = [f"recovery took {self.recovery_seconds:.1f}s", *summary.failure_reasons()]
+        record(summary, self.summary_file, "\n  ".join(notes))
         return summary
 
     def worker_logs(self, lines: int = 8) -> str:

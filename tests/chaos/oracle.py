@@ -47,6 +47,7 @@ class Summary:
     # reading the database could pay it again by hand.
     db_disagrees: list[str] = field(default_factory=list)
     details: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
 
     def line(self) -> str:
         return (
@@ -55,6 +56,10 @@ class Summary:
             f"failed_with_reason={len(self.failed_with_reason)} unpaid={len(self.unpaid)} "
             f"faults={self.faults}"
         )
+
+    def failure_reasons(self, limit: int = 3) -> list[str]:
+        """The recorded reasons of the failed payouts (for the run's notes)."""
+        return [f"{i}: {self.reasons.get(i, '')}" for i in self.failed_with_reason[:limit]]
 
     def problems(self) -> str:
         """Empty when the run upheld exactly-once; else what went wrong, per payout."""
@@ -110,6 +115,7 @@ def judge_run(
                 summary.db_disagrees.append(payout.id)
         elif not outputs and state == "failed" and reason.strip():
             summary.failed_with_reason.append(payout.id)
+            summary.reasons[payout.id] = reason
         else:
             summary.unpaid.append(payout.id)
     return summary
