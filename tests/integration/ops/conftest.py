@@ -29,6 +29,7 @@ from cli.processes import (
     wait_until,
     worker_argv,
 )
+from shared.dispatch import reset_publisher
 from tests.integration.ops.proxy import CuttableProxy
 from tests.support.services import truncate_all
 from tests.support.stack import Stack, build_stack
@@ -80,6 +81,10 @@ def ops(
     truncate_all(postgres_url)
     with ExitStack() as cleanup:
         cleanup.callback(_restore_environ, saved_env)
+        # This process's cached Celery publisher must follow our (proxied) broker, and must not
+        # outlive it: later test modules would publish into a closed proxy port.
+        reset_publisher()
+        cleanup.callback(reset_publisher)
         pg_proxy = _proxy_for(postgres_url, 5432)
         cleanup.callback(pg_proxy.close)
         redis_proxy = _proxy_for(redis_url, 6379)
