@@ -71,12 +71,24 @@ class Stack:
     beat: ManagedProcess | None = None
     api: ManagedProcess | None = None
     _stack: ExitStack = field(default_factory=ExitStack)
+    _client: httpx.Client | None = None
 
     def headers(self, who: str, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[who]}", **extra}
 
     def http(self) -> httpx.Client:
+        """A new client, for callers that want their own (`with stack.http() as client`)."""
         return httpx.Client(base_url=self.api_url, timeout=30)
+
+    @property
+    def client(self) -> httpx.Client:
+        """One shared, thread-safe client for the helpers below: polling with a new client
+        per request spent more time in connection setup than in the API."""
+        if self._client is None:
+            self._client = httpx.Client(
+                base_url=self.api_url, timeout=30, limits=httpx.Limits(max_connections=32)
+            )
+        return self._client
 
     def start_worker(self, name: str | None = None) -> ManagedProcess:
         name = name or f"w{len(self.workers) + 1}-{uuid.uuid4().hex[:4]}"
@@ -93,28 +105,27 @@ class Stack:
 
     def create_and_approve(self, amount_sats: int, *, approve: bool = True) -> dict[str, Any]:
         destination = external_address("regtest")
-        with self.http() as client:
-            made = client.post(
-                "/v1/payouts",
-                json={"destination": destination, "amount_sats": amount_sats},
-                headers=self.headers("backend", **{"Idempotency-Key": uuid.uuid4().hex}),
+        client = self.client
+        made = client.post(
+            "/v1/payouts",
+            json={"destination": destination, "amount_sats": amount_sats},
+            headers=self.headers("backend", **{"Idempotency-Key": uuid.uuid4().hex}),
+        )
+        assert made.status_code == 201, made.text
+        payout: dict[str, Any] = made.json()
+        if approve:
+            approved = client.post(
+                f"/v1/payouts/{payout['id']}/approve", headers=self.headers("approver")
             )
-            assert made.status_code == 201, made.text
-            payout: dict[str, Any] = made.json()
-            if approve:
-                approved = client.post(
-                    f"/v1/payouts/{payout['id']}/approve", headers=self.headers("approver")
-                )
-                assert approved.status_code == 200, approved.text
-                payout = approved.json()
+            assert approved.status_code == 200, approved.text
+            payout = approved.json()
         return payout
 
     def payout(self, payout_id: str) -> dict[str, Any]:
-        with self.http() as client:
-            reply = client.get(f"/v1/payouts/{payout_id}", headers=self.headers("backend"))
-            assert reply.status_code == 200, reply.text
-            result: dict[str, Any] = reply.json()
-            return result
+        reply = self.client.get(f"/v1/payouts/{payout_id}", headers=self.headers("backend"))
+        assert reply.status_code == 200, reply.text
+        result: dict[str, Any] = reply.json()
+        return result
 
     def wait_for_states(self, ids: list[str], states: set[str], timeout: float) -> None:
         pending = set(ids)
@@ -133,6 +144,8 @@ class Stack:
             raise AssertionError(f"{exc}; e.g. {sample}\n{logs}") from exc
 
     def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
         for proc in [*self.workers, self.beat, self.api]:
             if proc is not None:
                 proc.stop()
