@@ -106,6 +106,9 @@ class Payout(Base):
     __table_args__ = (
         Index("ix_payouts_state_created", "state", "created_at"),
         Index("ix_payouts_tx_id", "tx_id"),
+        # The daily automatic budget sums amounts by route over the last 24 h of approvals,
+        # under a lock that serializes approvals: keep that sum an index range scan.
+        Index("ix_payouts_route_approved_at", "route", "approved_at"),
     )
 
 
