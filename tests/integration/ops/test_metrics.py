@@ -74,9 +74,15 @@ def test_counts_match_the_payouts_two_workers_broadcast(ops: OpsSystem) -> None:
         assert moved == PAYOUTS, (source, target)
     assert delta(before, after, "payouts_by_state", state="broadcast") == PAYOUTS
     assert delta(before, after, "payouts_approval_to_broadcast_seconds_count") == PAYOUTS
-    assert value(after, "payouts_approval_to_broadcast_seconds_bucket", le="+Inf") == value(
-        after, "payouts_approval_to_broadcast_seconds_count"
+    buckets = sorted(
+        (float(dict(labels)["le"]), count)
+        for (name, labels), count in after.items()
+        if name == "payouts_approval_to_broadcast_seconds_bucket"
     )
+    counts = [count for _, count in buckets]
+    assert counts == sorted(counts) and buckets[-1] == (float("inf"), counts[-1])
+    assert counts[-1] == value(after, "payouts_approval_to_broadcast_seconds_count")
+    assert delta(before, after, "payouts_approval_to_broadcast_seconds_sum") > 0
     for source in ("database", "redis", "node"):
         assert value(after, "payouts_metrics_source_up", source=source) == 1
 
