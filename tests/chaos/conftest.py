@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.chaos.harness import PAYOUTS, ChaosStack, chaos_stack
+from tests.chaos.harness import ChaosStack, chaos_stack
 from tests.chaos.oracle import SUMMARY_LINES
 from tests.chaos.redis_server import RestartableRedis
 from tests.support.services import truncate_all
@@ -42,75 +44,38 @@ def seed(request: pytest.FixtureRequest) -> int:
 
 
 @pytest.fixture
-def chaos(
-    postgres_url: str,
-    redis_url: str,
-    tmp_path: Path,
-    summary_file: Path,
-    seed: int,
-) -> Iterator[ChaosStack]:
-    """The default stack: the machine's Redis (PAYOUTS_TEST_REDIS_DB) and PostgreSQL."""
-    truncate_all(postgres_url)
-    with chaos_stack(
-        postgres_url=postgres_url,
-        redis_url=redis_url,
-        workdir=tmp_path,
-        summary_file=summary_file,
-        seed=seed,
-    ) as running:
-        yield running
+def start_chaos(
+    postgres_url: str, redis_url: str, tmp_path: Path, summary_file: Path, seed: int
+) -> Iterator[Callable[..., ChaosStack]]:
+    """Starts the stack with a scenario's options (see `chaos_stack`); stops it after the
+    test. Redis defaults to the machine's (PAYOUTS_TEST_REDIS_DB)."""
+    with ExitStack() as running:
+
+        def start(**options: Any) -> ChaosStack:
+            truncate_all(postgres_url)
+            options.setdefault("redis_url", redis_url)
+            return running.enter_context(
+                chaos_stack(postgres_url=postgres_url, workdir=tmp_path,
+                            summary_file=summary_file, seed=seed, **options)
+            )  # fmt: skip
+
+        yield start
 
 
 @pytest.fixture
-def chaos_with_a_coin_per_payout(
-    postgres_url: str,
-    redis_url: str,
-    tmp_path: Path,
-    summary_file: Path,
-    seed: int,
-) -> Iterator[ChaosStack]:
-    """Enough confirmed coins that no payout spends another's unconfirmed change, so a fault
-    aimed at one payout's transaction cannot also take its descendants with it."""
-    truncate_all(postgres_url)
-    with chaos_stack(
-        postgres_url=postgres_url,
-        redis_url=redis_url,
-        workdir=tmp_path,
-        summary_file=summary_file,
-        seed=seed,
-        coins=PAYOUTS + 20,
-    ) as running:
-        yield running
+def chaos(start_chaos: Callable[..., ChaosStack]) -> ChaosStack:
+    return start_chaos()
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
-    """A Redis of our own, for the scenario that flushes and restarts it."""
+    """A Redis of our own, for the scenario that flushes and restarts it (never the
+    machine's shared one). Request it before `start_chaos`, so it outlives the stack."""
     server = RestartableRedis(tmp_path)
     try:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def chaos_on_own_redis(
-    postgres_url: str,
-    own_redis: RestartableRedis,
-    tmp_path: Path,
-    summary_file: Path,
-    seed: int,
-) -> Iterator[ChaosStack]:
-    """Broker and locks on `own_redis`, never on the machine's shared Redis."""
-    truncate_all(postgres_url)
-    with chaos_stack(
-        postgres_url=postgres_url,
-        redis_url=own_redis.url,
-        workdir=tmp_path,
-        summary_file=summary_file,
-        seed=seed,
-    ) as running:
-        yield running
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -148,9 +148,11 @@ class ChaosStack:
         wanted = [uuid.UUID(i) for i in ids]
         with self.engine().connect() as conn:
             rows = conn.execute(
-                select(Payout.id, Payout.state, Payout.last_error).where(Payout.id.in_(wanted))
+                select(Payout.id, Payout.state, Payout.last_error, Transaction.raw_hex)
+                .outerjoin(Transaction, Transaction.id == Payout.tx_id)
+                .where(Payout.id.in_(wanted))
             ).all()
-        return {str(r.id): DbRow(r.state, r.last_error) for r in rows}
+        return {str(r.id): DbRow(r.state, r.last_error, r.raw_hex) for r in rows}
 
     def terminate_db_connections(self) -> int:
         """pg_terminate_backend every other connection to the test database (the API's, the
@@ -234,12 +236,14 @@ def chaos_stack(
     summary_file: Path,
     seed: int,
     coins: int = 0,
+    few_coins: int = 0,
     workers: int = WORKERS,
     mine_every: float = 2.0,
     **settings: str,
 ) -> Iterator[ChaosStack]:
     """The whole system with short recovery timings. `coins` extra confirmed coins give every
-    payout its own input (no chains of unconfirmed change) where a scenario needs that."""
+    payout its own input (no chains of unconfirmed change) where a scenario needs that;
+    `few_coins` does the opposite (see `consolidate`)."""
     saved_env = dict(os.environ)
     stack = build_stack(
         postgres_url=postgres_url, redis_url=redis_url, workdir=workdir,
@@ -250,6 +254,8 @@ def chaos_stack(
     try:
         if coins:
             fund_wallet(stack.node, coins=coins, coin_sats=2_000_000)
+        if few_coins:
+            consolidate(stack.node, few_coins)
         chaos.start_workers(workers)
         stack.start_beat()
         yield chaos
@@ -257,6 +263,15 @@ def chaos_stack(
         chaos.close()
         os.environ.clear()
         os.environ.update(saved_env)
+
+
+def consolidate(node: NodeClient, coins: int) -> None:
+    """Sweep the hot wallet into a few coins, so payouts spend each other's unconfirmed change
+    in chains between blocks, as a busy hot wallet with few UTXOs does."""
+    margin = 1_000_000  # fees of a many-input sweep, with room to spare
+    share = (node.get_balance_sats() - margin) // coins
+    node.send_many({node.get_new_address(): share for _ in range(coins)})
+    node.call("devnode_mine", 1)
 
 
 def settle_quietly(chaos: ChaosStack, ids: list[str], states: set[str], timeout: float) -> bool:

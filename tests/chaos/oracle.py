@@ -32,6 +32,7 @@ class PayoutRef:
 class DbRow:
     state: str
     last_error: str | None
+    raw_hex: str | None = None  # the payout's stored signed transaction, if any
 
 
 @dataclass
@@ -46,6 +47,8 @@ class Summary:
     # Paid on the ledger while the database says otherwise (e.g. `failed`): an operator
     # reading the database could pay it again by hand.
     db_disagrees: list[str] = field(default_factory=list)
+    # `failed` although the stored transaction would still be accepted by the node.
+    failed_but_alive: list[str] = field(default_factory=list)
     details: dict[str, str] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
 
@@ -67,6 +70,7 @@ class Summary:
             "paid twice": self.paid_twice,
             "unpaid (neither paid nor failed with a reason)": self.unpaid,
             "paid on the ledger but the database disagrees": self.db_disagrees,
+            "failed, but its transaction can still confirm": self.failed_but_alive,
         }
         lines = []
         for what, ids in bad.items():
@@ -114,11 +118,24 @@ def judge_run(
             if state != "confirmed":
                 summary.db_disagrees.append(payout.id)
         elif not outputs and state == "failed" and reason.strip():
-            summary.failed_with_reason.append(payout.id)
-            summary.reasons[payout.id] = reason
+            if row and row.raw_hex and _could_still_confirm(node, row.raw_hex):
+                # "Failed" is a promise that this transaction can never pay: a human may now
+                # pay by other means. If the node would still take it, anyone holding the
+                # bytes (the wallet itself rebroadcasts its transactions) can pay it again.
+                summary.failed_but_alive.append(payout.id)
+                summary.unpaid.append(payout.id)
+            else:
+                summary.failed_with_reason.append(payout.id)
+                summary.reasons[payout.id] = reason
         else:
             summary.unpaid.append(payout.id)
     return summary
+
+
+def _could_still_confirm(node: NodeClient, raw_hex: str) -> bool:
+    verdict = node.test_mempool_accept(raw_hex)
+    reason = str(verdict.get("reject-reason", ""))
+    return bool(verdict.get("allowed")) or "already" in reason
 
 
 def record(summary: Summary, summary_file: Path, note: str = "") -> None:

@@ -9,6 +9,8 @@ API must reconnect to the restarted server by themselves.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tests.chaos.harness import FULL, PAYOUTS, ChaosStack, amounts, pause
 from tests.chaos.redis_server import RestartableRedis
 from tests.chaos.traffic import Producer
@@ -18,9 +20,9 @@ FLUSHES, RESTARTS = (4, 2) if FULL else (2, 1)
 
 
 def test_lost_redis_state_never_pays_twice_or_loses_a_payout(
-    chaos_on_own_redis: ChaosStack, own_redis: RestartableRedis
+    own_redis: RestartableRedis, start_chaos: Callable[..., ChaosStack]
 ) -> None:
-    chaos = chaos_on_own_redis
+    chaos = start_chaos(redis_url=own_redis.url)  # broker and locks both on it
     chaos.miner.resume()
     faults = ["flushall"] * FLUSHES + ["restart"] * RESTARTS
     chaos.rng.shuffle(faults)

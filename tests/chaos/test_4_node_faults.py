@@ -1,12 +1,16 @@
 """Scenario 4: node faults while payouts flow.
 
 Replies dropped after successful broadcasts, latency spikes past the client's timeout (the
-call happened, the worker did not hear), node restarts that forget in-memory coin locks, and
-a 2-block reorg. Each is the node telling the worker less than what happened; none may turn
-into a second payment.
+call happened, the worker did not hear), node restarts that forget in-memory coin locks,
+2-block reorgs, and mempool evictions (expiry, or a restart without mempool.dat) of a payout
+transaction together with the payouts chained on its change. Each is the node telling the
+worker less than what happened; none may turn into a second payment, and none may get a
+payout marked `failed` while its transaction can still confirm.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from tests.chaos.harness import FULL, PAYOUTS, ChaosStack, amounts, pause
 from tests.chaos.traffic import Producer
@@ -15,7 +19,18 @@ PRODUCE_SECONDS = 45 if FULL else 10
 # Past PAYOUTS_NODE_TIMEOUT_SECONDS (3 in the chaos stack): calls run, replies come too late.
 SPIKE_SECONDS = 4.0
 SPIKED_METHODS = ("*", "sendrawtransaction", "fundrawtransaction", "gettransaction")
-DROPS, SPIKES, RESTARTS, REORGS = (8, 6, 2, 2) if FULL else (2, 2, 1, 1)
+FAULTS = {"drop": 8, "spike": 6, "restart": 2, "reorg": 2, "evict": 4} if FULL else {
+    "drop": 2, "spike": 2, "restart": 1, "reorg": 1, "evict": 2
+}  # fmt: skip
+# A hot wallet with few coins: payouts between two blocks chain on each other's change.
+WALLET_COINS = 3
+
+
+def _longest_chain_head(chaos: ChaosStack) -> str | None:
+    """The mempool transaction with the most descendants (our payouts chained on it)."""
+    entries = {t: chaos.node.get_mempool_entry(t) for t in chaos.node.call("getrawmempool")}
+    ranked = sorted((e["descendantcount"], t) for t, e in entries.items() if e)
+    return ranked[-1][1] if ranked else None
 
 
 def _inject(chaos: ChaosStack, fault: str) -> None:
@@ -29,14 +44,22 @@ def _inject(chaos: ChaosStack, fault: str) -> None:
         node.call("devnode_set_latency", method, 0)
     elif fault == "restart":
         node.call("devnode_restart")
-    else:
+    elif fault == "reorg":
         node.call("devnode_reorg", 2)
+    else:
+        head = _longest_chain_head(chaos)
+        if head is None:
+            return  # nothing in the mempool right now; not counted
+        node.call("devnode_evict", head)
     chaos.faults += 1
 
 
-def test_node_faults_never_pay_twice_and_leave_nothing_unexplained(chaos: ChaosStack) -> None:
+def test_node_faults_never_pay_twice_and_leave_nothing_unexplained(
+    start_chaos: Callable[..., ChaosStack],
+) -> None:
+    chaos = start_chaos(few_coins=WALLET_COINS)
     chaos.miner.resume()
-    faults = ["drop"] * DROPS + ["spike"] * SPIKES + ["restart"] * RESTARTS + ["reorg"] * REORGS
+    faults = [name for name, count in FAULTS.items() for _ in range(count)]
     chaos.rng.shuffle(faults)
     producer = Producer(chaos.stack, amounts(PAYOUTS), PRODUCE_SECONDS)
     gap = PRODUCE_SECONDS / len(faults)

@@ -7,6 +7,8 @@ decision (DESIGN §4, §5.2). Every other payout is paid exactly once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tests.chaos.harness import PAYOUTS, ChaosStack, amounts, settle_quietly
 from tests.chaos.traffic import Producer
 
@@ -14,9 +16,11 @@ VICTIMS = max(3, PAYOUTS // 20)
 
 
 def test_double_spent_payouts_fail_with_the_conflict_and_the_rest_pay_once(
-    chaos_with_a_coin_per_payout: ChaosStack,
+    start_chaos: Callable[..., ChaosStack],
 ) -> None:
-    chaos = chaos_with_a_coin_per_payout
+    # A confirmed coin per payout: no payout spends another's unconfirmed change, so each
+    # double-spend takes exactly one payout's transaction (not its descendants too).
+    chaos = start_chaos(coins=PAYOUTS + 20)
     # No blocks yet: the double-spends must hit transactions still in the mempool.
     payouts = Producer(chaos.stack, amounts(PAYOUTS), duration=PAYOUTS / 20).join()
     ids = [p.id for p in payouts]
