@@ -51,18 +51,38 @@ TRANSIENT_REJECTIONS = ("too-long-mempool-chain", "mempool full", "mempool min f
 class DeadProof:
     outpoint: str
     conflicts: list[str]
+    # Set when `outpoint` is change of an unconfirmed parent that is itself proven dead.
+    dead_parent: tuple[str, DeadProof] | None = None
 
     def reason(self, txid: str) -> str:
+        return (
+            f"transaction {txid} can never confirm: {self._why()}. Nothing was paid by it; a "
+            "human must decide whether to create a new payout."
+        )
+
+    def _why(self) -> str:
+        if self.dead_parent is not None:
+            parent, proof = self.dead_parent
+            return (
+                f"its input {self.outpoint} is an output of transaction {parent}, which can "
+                f"never confirm either: {proof._why()}"
+            )
         by = f" by {', '.join(self.conflicts)}" if self.conflicts else ""
         return (
-            f"transaction {txid} can never confirm: its input {self.outpoint} was spent{by} in a "
-            "confirmed transaction that is not this payout's. Nothing was paid by it; a human "
-            "must decide whether to create a new payout."
+            f"its input {self.outpoint} was spent{by} in a confirmed transaction that is not "
+            "this payout's"
         )
 
 
-def prove_dead(node: NodeClient, txid: str, inputs: list[str]) -> DeadProof | None:
-    """Proof that `txid` can never confirm: one of its inputs is spent in the chain by another.
+# bitcoind's default mempool ancestor limit: no chain of unconfirmed transactions is deeper.
+MAX_UNCONFIRMED_ANCESTORS = 25
+
+
+def prove_dead(
+    node: NodeClient, txid: str, inputs: list[str], _depth: int = 0
+) -> DeadProof | None:
+    """Proof that `txid` can never confirm: one of its inputs is spent in the chain by another,
+    or comes from an unconfirmed parent that is itself proven dead.
 
     Checked against the chain only (mempool excluded): a mempool conflict can still lose.
     """
@@ -75,10 +95,31 @@ def prove_dead(node: NodeClient, txid: str, inputs: list[str]) -> DeadProof | No
         # that is why; otherwise someone else's confirmed spend took it.
         if _confirmations(node, txid) > 0:
             return None
+        parent = outpoint.rsplit(":", 1)[0]
+        if _confirmations(node, parent) <= 0:
+            # Never in the chain: change of an unconfirmed parent (payouts chain on each
+            # other's change). A parent dropped from the mempool is resent and the input comes
+            # back, so this proves nothing unless the parent itself is dead.
+            parent_proof = _prove_parent_dead(node, parent, _depth)
+            if parent_proof is None:
+                continue
+            return DeadProof(outpoint, parent_proof.conflicts, (parent, parent_proof))
         info = node.get_transaction(txid) or {}
         conflicts = list(info.get("walletconflicts", [])) or _wallet_spenders(node, outpoint)
         return DeadProof(outpoint=outpoint, conflicts=conflicts)
     return None
+
+
+def _prove_parent_dead(node: NodeClient, parent: str, depth: int) -> DeadProof | None:
+    if depth >= MAX_UNCONFIRMED_ANCESTORS:
+        return None
+    # The wallet keeps its own transactions even after they left the mempool or lost a
+    # conflict; an unknown parent proves nothing ("a missing txid is never proof").
+    known = node.get_transaction(parent) or node.get_raw_transaction(parent) or {}
+    if not known.get("hex"):
+        return None
+    parent_inputs = node.decode_raw_transaction(str(known["hex"])).inputs
+    return prove_dead(node, parent, parent_inputs, depth + 1)
 
 
 # How many recent confirmed wallet transactions to search for the spender of an input when
