@@ -30,7 +30,7 @@ from shared.claims import (
 from shared.db import session_scope
 from shared.fees import choose_fee_rate_sat_vb
 from shared.locks import payout_lock
-from shared.models import Payout, PayoutState, Route, Transaction, TxState
+from shared.models import Payout, PayoutState, Route, Transaction, TxState, utcnow
 from shared.node import NodeClient
 from shared.node.client import TxOutput
 from shared.node.errors import InsufficientFunds, InvalidAddress, NodeError, NodeUnavailable
@@ -88,18 +88,22 @@ def _process_locked(
         if payout.state == S.SIGNED:
             # A previous holder persisted but never learned the broadcast outcome; help out.
             return _broadcast_payout_tx(session, payout, node, settings, actor)
-        if payout.state == S.APPROVED and payout.attempts >= settings.max_attempts:
+        if payout.attempts >= settings.max_attempts and payout.state in (S.APPROVED, S.CLAIMED):
+            # A poison payout: every claim so far ended in an error, or in a worker that died
+            # holding it (the claimed case: only once its lease has run out).
             reason = f"gave up after {payout.attempts} attempts; last error: {payout.last_error}"
-            transition(
+            expired = [] if payout.state == S.APPROVED else [Payout.lease_until < utcnow()]
+            if transition(
                 session,
                 payout_id,
-                expected=S.APPROVED,
+                expected=S(payout.state),
                 target=S.FAILED,
                 actor=actor,
                 reason=reason,
-                values={"last_error": reason},
-            )
-            return Result(Outcome.FAILED, reason)
+                guards=expired,
+                values={"last_error": reason, "lease_until": None},
+            ):
+                return Result(Outcome.FAILED, reason)
 
     with session_scope() as session:
         claim = claim_for_worker(session, payout_id, worker_name, settings.lease_seconds)

@@ -110,3 +110,25 @@ def test_a_payout_that_keeps_failing_ends_failed_with_the_reason(
     payout = reload(session, payout_id)
     assert payout.state == S.FAILED and "wallet broke" in (payout.last_error or "")
     assert node.list_lock_unspent() == []  # every attempt gave its coins back
+
+
+def test_a_payout_whose_workers_keep_dying_ends_failed(session: Session, node: NodeClient) -> None:
+    from datetime import timedelta
+
+    from shared.models import utcnow
+
+    payout = make_payout(
+        session,
+        state=S.CLAIMED,
+        route=Route.AUTOMATIC,
+        claimed_by="worker:dead",
+        claim_token="t",
+        attempts=get_settings().max_attempts,
+        lease_until=utcnow() + timedelta(seconds=30),
+    )
+    # While the last holder's lease runs, nobody may take it, not even to fail it.
+    assert run(payout.id, node, fakeredis.FakeRedis()) == Outcome.NOT_CLAIMABLE
+    payout.lease_until = utcnow() - timedelta(seconds=1)
+    session.commit()
+    assert run(payout.id, node, fakeredis.FakeRedis()) == Outcome.FAILED
+    assert reload(session, payout.id).state == S.FAILED
