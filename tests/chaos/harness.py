@@ -27,7 +27,7 @@ from cli.processes import ManagedProcess, wait_for_worker_ready, wait_until, wor
 from shared.models import Payout, Transaction
 from shared.node import NodeClient
 from tests.chaos.oracle import DbRow, PayoutRef, Summary, judge_run, record
-from tests.chaos.traffic import Miner
+from tests.chaos.traffic import Miner, Producer
 from tests.support.stack import Stack, build_stack, fund_wallet
 
 FULL = os.environ.get("PAYOUTS_CHAOS_FULL", "") == "1"
@@ -72,11 +72,18 @@ class ChaosStack:
     faults: int = 0
     kills: list[str] = field(default_factory=list)
     recovery_seconds: float = 0.0
+    _producers: list[Producer] = field(default_factory=list)
     _engine: Engine | None = None
 
     @property
     def node(self) -> NodeClient:
         return self.stack.node
+
+    def produce(self, amounts: list[int], duration: float) -> Producer:
+        """Start creating and approving payouts in the background (see `Producer`)."""
+        producer = Producer(self.stack, amounts, duration)
+        self._producers.append(producer)
+        return producer
 
     # ------------------------------------------------------------------ workers
 
@@ -213,6 +220,8 @@ class ChaosStack:
         return "\n".join(f"--- {w.name}\n{w.log_tail(lines)}" for w in self.stack.workers)
 
     def close(self) -> None:
+        for producer in self._producers:
+            producer.stop()
         self.miner.stop()
         if self._engine is not None:
             self._engine.dispose()
@@ -276,6 +285,7 @@ def consolidate(node: NodeClient, coins: int) -> None:
 
 def settle_quietly(chaos: ChaosStack, ids: list[str], states: set[str], timeout: float) -> bool:
     """Wait for payouts to reach `states` (used to time a fault); False on timeout."""
+
     def reached() -> bool:
         rows = chaos.db_rows(ids)
         return all(i in rows and rows[i].state in states for i in ids)

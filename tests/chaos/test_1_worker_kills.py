@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from tests.chaos.harness import FULL, PAYOUTS, ChaosStack, amounts, pause
-from tests.chaos.traffic import Producer
 
 KILLS = 32 if FULL else 6
 # At these kill counts every worker dies at once, while one of them runs a beat job.
@@ -14,7 +13,7 @@ PRODUCE_SECONDS = 40 if FULL else 8
 
 def test_worker_kills_never_pay_twice_and_leave_nothing_unexplained(chaos: ChaosStack) -> None:
     chaos.miner.resume()
-    producer = Producer(chaos.stack, amounts(PAYOUTS), PRODUCE_SECONDS)
+    producer = chaos.produce(amounts(PAYOUTS), PRODUCE_SECONDS)
     gap = PRODUCE_SECONDS / KILLS
     while len(chaos.kills) < KILLS:
         pause(chaos.rng, 0.3 * gap, 1.7 * gap)

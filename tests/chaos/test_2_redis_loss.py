@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 from tests.chaos.harness import FULL, PAYOUTS, ChaosStack, amounts, pause
 from tests.chaos.redis_server import RestartableRedis
-from tests.chaos.traffic import Producer
 
 PRODUCE_SECONDS = 40 if FULL else 10
 FLUSHES, RESTARTS = (4, 2) if FULL else (2, 1)
@@ -26,7 +25,7 @@ def test_lost_redis_state_never_pays_twice_or_loses_a_payout(
     chaos.miner.resume()
     faults = ["flushall"] * FLUSHES + ["restart"] * RESTARTS
     chaos.rng.shuffle(faults)
-    producer = Producer(chaos.stack, amounts(PAYOUTS), PRODUCE_SECONDS)
+    producer = chaos.produce(amounts(PAYOUTS), PRODUCE_SECONDS)
     gap = PRODUCE_SECONDS / len(faults)
     for fault in faults:
         pause(chaos.rng, 0.3 * gap, 1.7 * gap)

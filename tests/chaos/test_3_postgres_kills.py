@@ -9,7 +9,6 @@ either.
 from __future__ import annotations
 
 from tests.chaos.harness import FULL, PAYOUTS, ChaosStack, amounts, pause
-from tests.chaos.traffic import Producer
 
 ROUNDS = 12 if FULL else 4
 PRODUCE_SECONDS = 40 if FULL else 8
@@ -17,7 +16,7 @@ PRODUCE_SECONDS = 40 if FULL else 8
 
 def test_killed_database_connections_never_pay_twice_or_lose_a_payout(chaos: ChaosStack) -> None:
     chaos.miner.resume()
-    producer = Producer(chaos.stack, amounts(PAYOUTS), PRODUCE_SECONDS)
+    producer = chaos.produce(amounts(PAYOUTS), PRODUCE_SECONDS)
     gap = PRODUCE_SECONDS / ROUNDS
     terminated = 0
     for _ in range(ROUNDS):

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from shared.node.errors import NotFound
 from tests.chaos.harness import FULL, PAYOUTS, ChaosStack, amounts, pause
-from tests.chaos.traffic import Producer
 
 PRODUCE_SECONDS = 45 if FULL else 10
 # Past PAYOUTS_NODE_TIMEOUT_SECONDS (3 in the chaos stack): calls run, replies come too late.
@@ -48,9 +48,12 @@ def _inject(chaos: ChaosStack, fault: str) -> None:
         node.call("devnode_reorg", 2)
     else:
         head = _longest_chain_head(chaos)
-        if head is None:
-            return  # nothing in the mempool right now; not counted
-        node.call("devnode_evict", head)
+        try:
+            if head is None:
+                return  # nothing in the mempool right now; not counted
+            node.call("devnode_evict", head)
+        except NotFound:
+            return  # mined in the meantime; not counted
     chaos.faults += 1
 
 
@@ -61,7 +64,7 @@ def test_node_faults_never_pay_twice_and_leave_nothing_unexplained(
     chaos.miner.resume()
     faults = [name for name, count in FAULTS.items() for _ in range(count)]
     chaos.rng.shuffle(faults)
-    producer = Producer(chaos.stack, amounts(PAYOUTS), PRODUCE_SECONDS)
+    producer = chaos.produce(amounts(PAYOUTS), PRODUCE_SECONDS)
     gap = PRODUCE_SECONDS / len(faults)
     for fault in faults:
         pause(chaos.rng, 0.3 * gap, 1.7 * gap)

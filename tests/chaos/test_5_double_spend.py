@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from tests.chaos.harness import PAYOUTS, ChaosStack, amounts, settle_quietly
-from tests.chaos.traffic import Producer
 
 VICTIMS = max(3, PAYOUTS // 20)
 
@@ -22,7 +21,7 @@ def test_double_spent_payouts_fail_with_the_conflict_and_the_rest_pay_once(
     # double-spend takes exactly one payout's transaction (not its descendants too).
     chaos = start_chaos(coins=PAYOUTS + 20)
     # No blocks yet: the double-spends must hit transactions still in the mempool.
-    payouts = Producer(chaos.stack, amounts(PAYOUTS), duration=PAYOUTS / 20).join()
+    payouts = chaos.produce(amounts(PAYOUTS), duration=PAYOUTS / 20).join()
     ids = [p.id for p in payouts]
     assert settle_quietly(chaos, ids, {"broadcast"}, timeout=120), "payouts were not broadcast"
 

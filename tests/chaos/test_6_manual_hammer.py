@@ -9,7 +9,6 @@ from __future__ import annotations
 from cli.processes import wait_until
 from tests.chaos.hammer import ManualHammer
 from tests.chaos.harness import FULL, PAYOUTS, ChaosStack, amounts
-from tests.chaos.traffic import Producer
 
 MANUAL = max(4, PAYOUTS // 10)
 MANUAL_BASE_SATS = 1_500_000  # above the chaos stack's PAYOUTS_AUTO_MAX_SATS of 1,000,000
@@ -25,7 +24,7 @@ def test_manual_claims_never_pay_an_automatic_payout_and_one_signer_wins_each_ma
     chaos.miner.resume()
     mixed = amounts(PAYOUTS - MANUAL) + amounts(MANUAL, base=MANUAL_BASE_SATS)
     chaos.rng.shuffle(mixed)
-    producer = Producer(chaos.stack, mixed, PRODUCE_SECONDS)
+    producer = chaos.produce(mixed, PRODUCE_SECONDS)
     keys = [("signer", "signer2")[n % 2] for n in range(HAMMER_THREADS)]
     hammer = ManualHammer(chaos.stack, producer.snapshot, keys)
     try:

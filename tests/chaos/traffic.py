@@ -25,9 +25,17 @@ REQUEST_DEADLINE_SECONDS = 90
 RETRY_PAUSE_SECONDS = 0.3
 
 
-def _retrying(send: Callable[[], httpx.Response], what: str) -> httpx.Response:
+class Stopped(Exception):
+    """The producer was stopped (the test is over) while a request was being retried."""
+
+
+def _retrying(
+    send: Callable[[], httpx.Response], what: str, stopped: threading.Event
+) -> httpx.Response:
     deadline = time.monotonic() + REQUEST_DEADLINE_SECONDS
     while True:
+        if stopped.is_set():
+            raise Stopped(what)
         try:
             reply = send()
             if reply.status_code < 500:
@@ -40,17 +48,20 @@ def _retrying(send: Callable[[], httpx.Response], what: str) -> httpx.Response:
         time.sleep(RETRY_PAUSE_SECONDS)
 
 
-def create_and_approve(stack: Stack, client: httpx.Client, amount_sats: int) -> PayoutRef:
+def create_and_approve(
+    stack: Stack, client: httpx.Client, amount_sats: int, stopped: threading.Event
+) -> PayoutRef:
     destination = external_address("regtest")
     body = {"destination": destination, "amount_sats": amount_sats}
     create_headers = stack.headers("backend", **{"Idempotency-Key": uuid.uuid4().hex})
     made = _retrying(lambda: client.post("/v1/payouts", json=body, headers=create_headers),
-                     "create payout")  # fmt: skip
+                     "create payout", stopped)  # fmt: skip
     assert made.status_code in (200, 201), made.text
     payout_id = made.json()["id"]
     approved = _retrying(
         lambda: client.post(f"/v1/payouts/{payout_id}/approve", headers=stack.headers("approver")),
         "approve payout",
+        stopped,
     )
     if approved.status_code == 200:
         route = approved.json()["route"]
@@ -59,6 +70,7 @@ def create_and_approve(stack: Stack, client: httpx.Client, amount_sats: int) -> 
         current = _retrying(
             lambda: client.get(f"/v1/payouts/{payout_id}", headers=stack.headers("backend")),
             "read payout",
+            stopped,
         ).json()
         assert approved.status_code == 409 and current["state"] != "awaiting_approval", (
             approved.text
@@ -79,15 +91,16 @@ class Producer:
         self.duration = duration
         self.payouts: list[PayoutRef] = []
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
         self._pool = ThreadPoolExecutor(self.THREADS, thread_name_prefix="producer")
         self._started = time.monotonic()
         self._futures = [self._pool.submit(self._one, i, a) for i, a in enumerate(amounts)]
 
     def _one(self, index: int, amount_sats: int) -> None:
         due = self._started + self.duration * index / max(1, len(self.amounts))
-        time.sleep(max(0.0, due - time.monotonic()))
-        with self.stack.http() as client:
-            payout = create_and_approve(self.stack, client, amount_sats)
+        if self._stopped.wait(max(0.0, due - time.monotonic())):
+            return
+        payout = create_and_approve(self.stack, self.stack.client, amount_sats, self._stopped)
         with self._lock:
             self.payouts.append(payout)
 
@@ -103,6 +116,11 @@ class Producer:
             future.result()  # re-raises a producer failure in the test
         self._pool.shutdown()
         return self.snapshot()
+
+    def stop(self) -> None:
+        """Abandon what is not created yet (a failed test must not keep feeding a dead API)."""
+        self._stopped.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Miner:
