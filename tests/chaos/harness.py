@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
 from cli.processes import ManagedProcess, wait_for_worker_ready, wait_until, worker_argv
-from shared.models import Payout, Transaction
+from shared.models import Payout, PayoutEvent, Transaction
 from shared.node import NodeClient
 from tests.chaos.oracle import DbRow, PayoutRef, Summary, judge_run, record
 from tests.chaos.traffic import Miner, Producer
@@ -151,6 +151,18 @@ class ChaosStack:
             self._engine = create_engine(self.postgres_url, pool_pre_ping=True, pool_size=2)
         return self._engine
 
+    def signatures(self, payout_id: str) -> int:
+        """How many times the audit trail says this payout was signed (never re-signed: 1)."""
+        with self.engine().connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(PayoutEvent)
+                    .where(PayoutEvent.payout_id == uuid.UUID(payout_id))
+                    .where(PayoutEvent.to_state == "signed")
+                ).scalar_one()
+            )
+
     def db_rows(self, ids: list[str]) -> dict[str, DbRow]:
         wanted = [uuid.UUID(i) for i in ids]
         with self.engine().connect() as conn:
@@ -196,7 +208,9 @@ class ChaosStack:
 
     # ------------------------------------------------------------------ recovery and verdict
 
-    def recover_and_judge(self, scenario: str, payouts: list[PayoutRef]) -> Summary:
+    def recover_and_judge(
+        self, scenario: str, payouts: list[PayoutRef], foreign_txids: frozenset[str] = frozenset()
+    ) -> Summary:
         """Let recovery run (workers up, blocks mined, beat sweeping) until every payout is
         confirmed or failed, or the deadline passes; then judge from the ledger and record
         the summary line. Never raises on a timeout: what is left counts as unpaid."""
@@ -211,7 +225,9 @@ class ChaosStack:
                        "every payout to be confirmed or failed", interval=0.5)  # fmt: skip
         self.recovery_seconds = time.monotonic() - started
         self.miner.pause()
-        summary = judge_run(scenario, self.node, payouts, self.db_rows(ids), self.faults)
+        summary = judge_run(
+            scenario, self.node, payouts, self.db_rows(ids), self.faults, foreign_txids
+        )
         notes = [f"recovery took {self.recovery_seconds:.1f}s", *summary.failure_reasons()]
         record(summary, self.summary_file, "\n  ".join(notes))
         return summary

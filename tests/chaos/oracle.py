@@ -47,6 +47,9 @@ class Summary:
     # Paid on the ledger while the database says otherwise (e.g. `failed`): an operator
     # reading the database could pay it again by hand.
     db_disagrees: list[str] = field(default_factory=list)
+    # Outputs to addresses that are no payout's destination (nor a wallet's): money that left
+    # the hot wallet for nothing we asked for.
+    stray_outputs: list[str] = field(default_factory=list)
     # `failed` although the stored transaction would still be accepted by the node.
     failed_but_alive: list[str] = field(default_factory=list)
     details: dict[str, str] = field(default_factory=dict)
@@ -71,10 +74,11 @@ class Summary:
             "unpaid (neither paid nor failed with a reason)": self.unpaid,
             "paid on the ledger but the database disagrees": self.db_disagrees,
             "failed, but its transaction can still confirm": self.failed_but_alive,
+            "output to an address no payout asked for": self.stray_outputs,
         }
         lines = []
         for what, ids in bad.items():
-            for payout_id in ids[:10]:
+            for payout_id in ids[:10]:  # or, for stray outputs, the output itself
                 lines.append(f"{what}: {payout_id} {self.details.get(payout_id, '')}")
             if len(ids) > 10:
                 lines.append(f"{what}: … and {len(ids) - 10} more")
@@ -95,9 +99,19 @@ def judge_run(
     payouts: list[PayoutRef],
     rows: dict[str, DbRow],
     faults: int,
+    foreign_txids: frozenset[str] = frozenset(),
 ) -> Summary:
+    """`foreign_txids`: transactions the test itself made pay elsewhere (a double-spend)."""
     summary = Summary(scenario=scenario, payouts=len(payouts), faults=faults)
     ledger = ledger_outputs(node)
+    destinations = {p.destination for p in payouts}
+    summary.stray_outputs = [
+        f"{o['txid']}:{o['vout']} {o['value_sats']} sats to {address}"
+        for address, outputs in ledger.items()
+        if address not in destinations
+        for o in outputs
+        if o["txid"] not in foreign_txids
+    ]
     wallet_view = judge(node, {p.id: (p.destination, p.amount_sats) for p in payouts})
     twice_in_wallet = set(wallet_view.paid_twice)
     for payout in payouts:

@@ -32,7 +32,7 @@ def test_double_spent_payouts_fail_with_the_conflict_and_the_rest_pay_once(
         foreign[payout_id] = chaos.node.call("devnode_double_spend", txids[payout_id])["txid"]
         chaos.faults += 1
 
-    summary = chaos.recover_and_judge("double_spend", payouts)
+    summary = chaos.recover_and_judge("double_spend", payouts, frozenset(foreign.values()))
 
     assert not summary.problems(), f"{summary.line()}\n{summary.problems()}\n{chaos.worker_logs()}"
     assert sorted(summary.failed_with_reason) == sorted(victims)
@@ -41,3 +41,4 @@ def test_double_spent_payouts_fail_with_the_conflict_and_the_rest_pay_once(
     for payout_id in victims:
         reason = rows[payout_id].last_error or ""
         assert foreign[payout_id] in reason and txids[payout_id] in reason, reason
+        assert chaos.signatures(payout_id) == 1, "a victim was re-signed with new inputs"
