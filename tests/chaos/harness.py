@@ -51,7 +51,8 @@ CHAOS_SETTINGS = {
 SETTLED = frozenset({"confirmed", "failed"})
 # The beat jobs' run-locks (workers/tasks.py `_exclusive`).
 MAINTENANCE_LOCKS = tuple(
-    f"maintenance:{job}" for job in ("sweep", "rebroadcast", "track_confirmations")
+    f"maintenance:{job}"
+    for job in ("sweep", "rebroadcast", "track_confirmations", "release_orphaned_locks")
 )
 # How long recovery may take after the last fault before a payout counts as unpaid.
 RECOVERY_SECONDS = 240 if FULL else 120
@@ -269,23 +270,25 @@ def chaos_stack(
     """The whole system with short recovery timings. `coins` extra confirmed coins give every
     payout its own input (no chains of unconfirmed change) where a scenario needs that;
     `few_coins` does the opposite (see `consolidate`)."""
-    saved_env = dict(os.environ)
-    stack = build_stack(
-        postgres_url=postgres_url, redis_url=redis_url, workdir=workdir,
-        **{**CHAOS_SETTINGS, **settings},
-    )  # fmt: skip
-    chaos = ChaosStack(stack, postgres_url, summary_file, random.Random(seed),
-                       Miner(stack.node, mine_every))  # fmt: skip
+    saved_env = dict(os.environ)  # build_stack exports the stack's PAYOUTS_* settings
     try:
-        if coins:
-            fund_wallet(stack.node, coins=coins, coin_sats=2_000_000)
-        if few_coins:
-            consolidate(stack.node, few_coins)
-        chaos.start_workers(workers)
-        stack.start_beat()
-        yield chaos
+        stack = build_stack(
+            postgres_url=postgres_url, redis_url=redis_url, workdir=workdir,
+            **{**CHAOS_SETTINGS, **settings},
+        )  # fmt: skip
+        chaos = ChaosStack(stack, postgres_url, summary_file, random.Random(seed),
+                           Miner(stack.node, mine_every))  # fmt: skip
+        try:
+            if coins:
+                fund_wallet(stack.node, coins=coins, coin_sats=2_000_000)
+            if few_coins:
+                consolidate(stack.node, few_coins)
+            chaos.start_workers(workers)
+            stack.start_beat()
+            yield chaos
+        finally:
+            chaos.close()
     finally:
-        chaos.close()
         os.environ.clear()
         os.environ.update(saved_env)
 
