@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import os
 import sys
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 from cli.embedded import free_port
 from cli.processes import ManagedProcess, wait_until
+from shared.migrate import scratch_database
 from shared.node import NodeClient
 from shared.node.errors import NodeError
 
@@ -31,25 +30,9 @@ NODE_START_SECONDS = 30
 FAN_OUT_PER_TX = 250
 
 
-@contextmanager
-def fresh_postgres_database(admin_url: str) -> Iterator[str]:
+def fresh_postgres_database(admin_url: str) -> AbstractContextManager[str]:
     """Create an empty database, migrate it with Alembic, yield its URL, drop it after."""
-    from shared.migrate import upgrade
-
-    name = f"payouts_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        try:
-            upgrade(url)
-            yield url
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    return scratch_database(admin_url, "payouts_bench")
 
 
 @contextmanager

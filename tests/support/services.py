@@ -7,9 +7,7 @@ CI=true it fails them: a CI run must never go green by skipping the real-service
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import pytest
 
@@ -53,26 +51,11 @@ def redis_reachable(url: str) -> str | None:
         return str(exc)
 
 
-@contextmanager
-def fresh_postgres_database() -> Iterator[str]:
+def fresh_postgres_database() -> AbstractContextManager[str]:
     """Create an empty database, migrate it with Alembic, yield its URL, drop it after."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
+    from shared.migrate import scratch_database
 
-    from shared.migrate import upgrade
-
-    name = f"payouts_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    return scratch_database(POSTGRES_ADMIN_URL, "payouts_test")
 
 
 TABLES_IN_DELETE_ORDER = (
