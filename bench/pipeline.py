@@ -24,10 +24,11 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from bench.procfs import CpuMeter, with_children
-from bench.services import database_backends, devnode_process, fund_wallet
+from bench.services import database_backends, devnode_process
 from bench.stats import RunStats, median_run, summarize
 from bench.workers import PIPELINE_APP, running_workers
 from cli.addresses import external_address
+from cli.funding import fund_wallet
 from cli.processes import wait_until
 from shared import intake
 from shared.db import session_scope

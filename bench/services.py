@@ -26,8 +26,6 @@ DEFAULT_POSTGRES_ADMIN_URL = os.environ.get(
 # Database 10 is the benchmark's own: the bench empties it, so it must not be anyone else's.
 DEFAULT_REDIS_URL = os.environ.get("PAYOUTS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
 NODE_START_SECONDS = 30
-# Outputs per funding transaction: keeps each one a normal size (~8 kvB) at any coin count.
-FAN_OUT_PER_TX = 250
 
 
 def fresh_postgres_database(admin_url: str) -> AbstractContextManager[str]:
@@ -89,22 +87,4 @@ def database_backends() -> list[int]:
         ).scalars()
         return [int(pid) for pid in rows]
 
-
-def fund_wallet(node: NodeClient, coins: int, coin_sats: int) -> None:
-    """Give the hot wallet `coins` confirmed coins of `coin_sats` each.
-
-    The node selects coins largest-first, confirmed ones before unconfirmed change; with a
-    confirmed coin for every payout no payout waits on (or chains onto) another's change,
-    which is what "single payout per transaction" should measure.
-    """
-    mine_to = node.get_new_address()
-    node.generate_to_address(101, mine_to)  # the first coinbase matures at height 101
-    while node.get_balance_sats() < coins * coin_sats * 1.1:
-        node.generate_to_address(10, mine_to)
-    # Fan out in slices so no funding transaction gets unreasonably large; mine each one so
-    # the next spends confirmed change instead of growing an unconfirmed chain.
-    for start in range(0, coins, FAN_OUT_PER_TX):
-        count = min(FAN_OUT_PER_TX, coins - start)
-        node.send_many({node.get_new_address(): coin_sats for _ in range(count)})
-        node.generate_to_address(1, mine_to)
 

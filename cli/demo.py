@@ -20,6 +20,7 @@ import httpx
 
 from cli.addresses import external_address
 from cli.embedded import choose_redis, free_port
+from cli.funding import fund_wallet
 from cli.processes import (
     ManagedProcess,
     api_argv,
@@ -34,6 +35,7 @@ from cli.processes import (
 DEMO_AUTO_MAX_SATS = 1_000_000
 DEMO_MIN_CONFIRMATIONS = 3
 FUNDING_COINS = 30
+FUNDING_COIN_SATS = 50_000_000
 
 
 def say(text: str = "") -> None:
@@ -64,7 +66,7 @@ def _run(stack: ExitStack, workdir: Path, n_payouts: int, n_workers: int) -> int
     say(f"redis: {redis_url}{' (embedded)' if embedded else ''}")
     devnode = stack.enter_context(start_devnode(host="127.0.0.1", port=0))
     node = NodeClient(devnode.wallet_url)
-    _fund_wallet(node)
+    fund_wallet(node, FUNDING_COINS, FUNDING_COIN_SATS)
     say(
         f"simulated regtest node: {devnode.wallet_url.split('@')[-1]}  "
         f"hot wallet balance {node.get_balance_sats() / 1e8:.8f} BTC"
@@ -144,14 +146,6 @@ def _mint_keys() -> dict[str, str]:
         for name, scopes in wanted.items():
             keys[name] = create_api_key(session, f"demo-{name}", scopes)
     return keys
-
-
-def _fund_wallet(node: Any) -> None:
-    """Mature coinbases, then fan out into many coins so payouts need not chain change."""
-    mine_to = node.get_new_address()
-    node.generate_to_address(101, mine_to)
-    node.send_many({node.get_new_address(): 50_000_000 for _ in range(FUNDING_COINS)})
-    node.generate_to_address(1, mine_to)
 
 
 class DemoFlow:

@@ -23,12 +23,13 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from cli.funding import fund_wallet
 from cli.processes import ManagedProcess, wait_for_worker_ready, wait_until, worker_argv
 from shared.models import Payout, PayoutEvent, Transaction
 from shared.node import NodeClient
 from tests.chaos.oracle import DbRow, PayoutRef, Summary, judge_run, record
 from tests.chaos.traffic import Miner, Producer
-from tests.support.stack import Stack, build_stack, fund_wallet
+from tests.support.stack import Stack, build_stack
 
 FULL = os.environ.get("PAYOUTS_CHAOS_FULL", "") == "1"
 # Per scenario. The short size keeps the whole chaos tier within its share of CI's budget.

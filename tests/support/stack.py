@@ -20,6 +20,7 @@ import redis
 
 from cli.addresses import external_address
 from cli.embedded import free_port
+from cli.funding import fund_wallet
 from cli.processes import (
     ManagedProcess,
     api_argv,
@@ -46,17 +47,6 @@ def node_for_tests() -> Iterator[tuple[str, Any]]:
 
     with start_devnode(host="127.0.0.1", port=0) as devnode:
         yield devnode.wallet_url, devnode
-
-
-def fund_wallet(node: NodeClient, coins: int = FUNDING_COINS, coin_sats: int = COIN_SATS) -> None:
-    """Mature coinbases, then fan out to many coins so payouts don't chain unconfirmed change."""
-    mine_to = node.get_new_address()
-    if node.get_block_count() < 101:
-        node.generate_to_address(101, mine_to)
-    while node.get_balance_sats() < coins * coin_sats * 1.1:
-        node.generate_to_address(10, mine_to)
-    node.send_many({node.get_new_address(): coin_sats for _ in range(coins)})
-    node.generate_to_address(1, mine_to)
 
 
 @dataclass
@@ -157,7 +147,7 @@ def build_stack(*, postgres_url: str, redis_url: str, workdir: Path, **settings:
     try:
         wallet_url, devnode = stack.enter_context(node_for_tests())
         node = NodeClient(wallet_url)
-        fund_wallet(node)
+        fund_wallet(node, FUNDING_COINS, COIN_SATS)
         redis.Redis.from_url(redis_url).flushdb()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PAYOUTS_")}
         env.update(

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import update
 
 from cli.addresses import external_address
+from cli.funding import fund_wallet
 from shared.claims import claim_for_worker, persist_signed_tx
 from shared.db import session_scope
 from shared.models import Payout, PayoutEvent, Route
@@ -21,14 +22,14 @@ from shared.node import NodeClient
 from shared.processing import build_and_sign
 from shared.settings import get_settings
 from shared.state_machine import create_payout, transition
-from tests.support.stack import fund_wallet, node_for_tests
+from tests.support.stack import COIN_SATS, node_for_tests
 
 
 @pytest.fixture
 def node(pg_db: str) -> Iterator[NodeClient]:
     with node_for_tests() as (url, _devnode):
         client = NodeClient(url)
-        fund_wallet(client, coins=5)
+        fund_wallet(client, coins=5, coin_sats=COIN_SATS)
         yield client
 
 
