@@ -11,6 +11,7 @@ import enum
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -141,12 +142,14 @@ def _wallet_spenders(node: NodeClient, outpoint: str) -> list[str]:
     return []
 
 
+def chain_view(node: NodeClient, txid: str) -> dict[str, Any]:
+    """What the node knows of `txid`: the wallet's view (confirmations, walletconflicts,
+    blockhash), else the raw transaction's, else nothing ({})."""
+    return node.get_transaction(txid) or node.get_raw_transaction(txid) or {}
+
+
 def _confirmations(node: NodeClient, txid: str) -> int:
-    info = node.get_transaction(txid)
-    if info is None:
-        raw = node.get_raw_transaction(txid)
-        return int(raw.get("confirmations", 0)) if raw else 0
-    return int(info.get("confirmations", 0))
+    return int(chain_view(node, txid).get("confirmations", 0))
 
 
 def _mark_broadcast(session: Session, tx: Transaction, actor: str) -> None:
@@ -155,7 +158,7 @@ def _mark_broadcast(session: Session, tx: Transaction, actor: str) -> None:
         .where(Transaction.id == tx.id, Transaction.state == TxState.SIGNED)
         .values(state=TxState.BROADCAST, updated_at=utcnow(), last_error=None)
     )
-    for payout_id in _payouts_of(session, tx.id):
+    for payout_id in payouts_of(session, tx.id):
         transition(
             session,
             payout_id,
@@ -213,7 +216,7 @@ def _conflict_paying(
     return None
 
 
-def _payouts_of(session: Session, tx_row_id: uuid.UUID) -> list[uuid.UUID]:
+def payouts_of(session: Session, tx_row_id: uuid.UUID) -> list[uuid.UUID]:
     return list(session.execute(select(Payout.id).where(Payout.tx_id == tx_row_id)).scalars())
 
 
@@ -271,7 +274,7 @@ def _send_persisted(
         # stop and hand it to a human. The bytes were never accepted, so nothing was paid.
         reason = f"node rejected transaction {tx.txid}: {exc.message} (code {exc.code})"
         _record_attempt(session, tx, reason)
-        for payout_id in _payouts_of(session, tx.id):
+        for payout_id in payouts_of(session, tx.id):
             transition(
                 session,
                 payout_id,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,7 +17,14 @@ import redis
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from shared.broadcasting import BroadcastOutcome, broadcast_persisted, mark_dead, prove_dead
+from shared.broadcasting import (
+    BroadcastOutcome,
+    broadcast_persisted,
+    chain_view,
+    mark_dead,
+    payouts_of,
+    prove_dead,
+)
 from shared.db import session_scope
 from shared.models import Payout, PayoutState, Route, Transaction, TxState, utcnow
 from shared.node import NodeClient
@@ -191,33 +199,21 @@ def _track_one(
     tx: Transaction,
     report: ConfirmationReport,
 ) -> None:
-    info = node.get_transaction(tx.txid) or node.get_raw_transaction(tx.txid) or {}
+    info = chain_view(node, tx.txid)
     confirmations = int(info.get("confirmations", 0))
-    payout_ids = list(session.execute(select(Payout.id).where(Payout.tx_id == tx.id)).scalars())
+    payout_ids = payouts_of(session, tx.id)
     if confirmations >= settings.min_confirmations:
-        for payout_id in payout_ids:
-            if transition(
-                session,
-                payout_id,
-                expected=S.BROADCAST,
-                target=S.CONFIRMED,
-                actor=ACTOR,
-                reason=f"{tx.txid} has {confirmations} confirmations",
-            ):
-                report.confirmed += 1
+        report.confirmed += _move_all(
+            session, payout_ids, S.BROADCAST, S.CONFIRMED,
+            f"{tx.txid} has {confirmations} confirmations",
+        )  # fmt: skip
         _set_tx(session, tx, TxState.CONFIRMED, confirmations, info.get("blockhash"))
         return
     if tx.state == TxState.CONFIRMED:
-        for payout_id in payout_ids:
-            if transition(
-                session,
-                payout_id,
-                expected=S.CONFIRMED,
-                target=S.BROADCAST,
-                actor=ACTOR,
-                reason=f"reorg: {tx.txid} now has {confirmations} confirmations",
-            ):
-                report.reorged += 1
+        report.reorged += _move_all(
+            session, payout_ids, S.CONFIRMED, S.BROADCAST,
+            f"reorg: {tx.txid} now has {confirmations} confirmations",
+        )  # fmt: skip
     if confirmations > 0:
         _set_tx(session, tx, TxState.BROADCAST, confirmations, info.get("blockhash"))
         return
@@ -237,6 +233,20 @@ def _track_one(
     )
     if outcome in (BroadcastOutcome.SENT, BroadcastOutcome.ALREADY_KNOWN):
         report.resent += 1
+
+
+def _move_all(
+    session: Session,
+    payout_ids: list[uuid.UUID],
+    source: PayoutState,
+    target: PayoutState,
+    reason: str,
+) -> int:
+    """CAS each payout of one transaction; how many moved."""
+    return sum(
+        transition(session, pid, expected=source, target=target, actor=ACTOR, reason=reason)
+        for pid in payout_ids
+    )
 
 
 def _set_tx(
