@@ -98,7 +98,7 @@ def test_only_a_confirmed_foreign_spend_proves_a_transaction_dead(
     node.generate_to_address(1, node.get_new_address())
     proof = prove_dead(node, tx.txid, list(tx.inputs))
     assert proof is not None and proof.outpoint in tx.inputs
-    assert foreign in proof.reason(tx.txid) or proof.conflicts == []
+    assert proof.conflicts == [foreign] and foreign in proof.reason(tx.txid)
 
 
 def test_a_rejected_conflict_is_failed_only_with_proof(session: Session, node: NodeClient) -> None:
