@@ -9,7 +9,7 @@ from devnode.chain import Block, MempoolEntry
 from devnode.errors import RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER, RPCError
 from devnode.registry import METHODS, Context, rpc, usage
 from devnode.scriptcode import AddressError, script_for_address, script_pubkey_json
-from devnode.txutil import btc, is_coinbase, signals_rbf, tx_to_json
+from devnode.txutil import Outpoint, btc, is_coinbase, signals_rbf, tx_to_json
 
 REGTEST_DIFFICULTY = 4.656542373906925e-10
 
@@ -27,6 +27,19 @@ def parse_hash(value: Any, name: str = "txid") -> str:
         raise RPCError(RPC_INVALID_PARAMETER,
                        f"{name} must be hexadecimal string (not '{value}')") from None
     return value.lower()
+
+
+def outpoint_arg(item: Any) -> Outpoint:
+    """A {"txid", "vout"} argument, checked with bitcoind's messages."""
+    if not isinstance(item, dict):
+        raise RPCError(RPC_INVALID_PARAMETER, "Invalid parameter, expected object")
+    txid = parse_hash(item.get("txid"))
+    vout = item.get("vout")
+    if not isinstance(vout, int) or isinstance(vout, bool):
+        raise RPCError(RPC_INVALID_PARAMETER, "Invalid parameter, missing vout key")
+    if vout < 0:
+        raise RPCError(RPC_INVALID_PARAMETER, "Invalid parameter, vout cannot be negative")
+    return txid, vout
 
 
 def _chainwork(height: int) -> str:

@@ -14,7 +14,7 @@ from devnode.errors import (
     RPCError,
 )
 from devnode.registry import Context, json_type, rpc
-from devnode.rpc_chain import find_block, parse_hash
+from devnode.rpc_chain import find_block, outpoint_arg, parse_hash
 from devnode.scriptcode import (
     AddressError,
     DecodeError,
@@ -49,14 +49,7 @@ def decode_tx_arg(value: Any, iswitness: Any = None) -> Transaction:
 def parse_inputs(raw: Any, locktime: int, replaceable: bool) -> list[TransactionInput]:
     inputs: list[TransactionInput] = []
     for item in raw or []:
-        if not isinstance(item, dict):
-            raise RPCError(RPC_INVALID_PARAMETER, "Invalid parameter, expected object")
-        txid = parse_hash(item.get("txid"))
-        vout = item.get("vout")
-        if not isinstance(vout, int) or isinstance(vout, bool):
-            raise RPCError(RPC_INVALID_PARAMETER, "Invalid parameter, missing vout key")
-        if vout < 0:
-            raise RPCError(RPC_INVALID_PARAMETER, "Invalid parameter, vout cannot be negative")
+        txid, vout = outpoint_arg(item)
         if replaceable:
             sequence = SEQUENCE_RBF
         else:

@@ -13,7 +13,7 @@ from devnode.errors import (
     RPCError,
 )
 from devnode.registry import Context, rpc
-from devnode.rpc_chain import parse_hash
+from devnode.rpc_chain import outpoint_arg, parse_hash
 from devnode.scriptcode import AddressError, script_for_address, script_type
 from devnode.txutil import Outpoint, btc, hash160, tx_to_json
 from devnode.wallet import ADDRESS_TYPES, Wallet, WalletTx
@@ -214,18 +214,6 @@ def listunspent(ctx: Context, args: list[Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _outpoint_arg(item: Any) -> Outpoint:
-    if not isinstance(item, dict):
-        raise RPCError(RPC_INVALID_PARAMETER, "Invalid parameter, expected object")
-    txid = parse_hash(item.get("txid"))
-    vout = item.get("vout")
-    if not isinstance(vout, int) or isinstance(vout, bool):
-        raise RPCError(RPC_INVALID_PARAMETER, "Invalid parameter, missing vout key")
-    if vout < 0:
-        raise RPCError(RPC_INVALID_PARAMETER, "Invalid parameter, vout cannot be negative")
-    return txid, vout
-
-
 @rpc("lockunspent", "unlock:bool!", "transactions:arr", "persistent:bool", wallet=True)
 def lockunspent(ctx: Context, args: list[Any]) -> bool:
     wallet = ctx.wallet()
@@ -237,7 +225,7 @@ def lockunspent(ctx: Context, args: list[Any]) -> bool:
     # bitcoind checks every outpoint first and changes nothing if one is wrong.
     outpoints: list[Outpoint] = []
     for item in args[1]:
-        outpoint = _outpoint_arg(item)
+        outpoint = outpoint_arg(item)
         wtx = wallet.txs.get(outpoint[0])
         if wtx is None:
             raise RPCError(RPC_INVALID_PARAMETER, "Invalid parameter, unknown transaction")
