@@ -96,14 +96,10 @@ def _environment(db_url: str, redis_url: str) -> dict[str, str]:
 
 def _use_environment(env: dict[str, str]) -> None:
     """The bench process talks to the same DB and broker as its children."""
-    from shared.db import reset_engine_cache
-    from shared.dispatch import reset_publisher
-    from shared.settings import reset_settings_cache
+    from shared.runtime import reset_process_caches
 
     os.environ.update({k: v for k, v in env.items() if k.startswith("PAYOUTS_")})
-    reset_settings_cache()
-    reset_engine_cache()
-    reset_publisher()
+    reset_process_caches()
 
 
 def say(text: str) -> None:

@@ -74,7 +74,9 @@ def _run(stack: ExitStack, workdir: Path, n_payouts: int, n_workers: int) -> int
 
     env = _environment(workdir, redis_url, devnode.wallet_url)
     os.environ.update(env)  # this process migrates and mints keys with the same settings
-    _reset_caches()
+    from shared.runtime import reset_process_caches
+
+    reset_process_caches()
     from shared.migrate import upgrade
 
     upgrade()
@@ -119,16 +121,6 @@ def _environment(workdir: Path, redis_url: str, node_url: str) -> dict[str, str]
         PAYOUTS_LOG_JSON="true",
     )
     return env
-
-
-def _reset_caches() -> None:
-    from shared.db import reset_engine_cache
-    from shared.dispatch import reset_publisher
-    from shared.settings import reset_settings_cache
-
-    reset_settings_cache()
-    reset_engine_cache()
-    reset_publisher()
 
 
 def _mint_keys() -> dict[str, str]:

@@ -7,19 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.db import reset_engine_cache
-from shared.settings import reset_settings_cache
+from shared.runtime import reset_process_caches
 from tests.support import services
 
 
 @pytest.fixture(autouse=True)
 def _fresh_settings() -> Iterator[None]:
     # Tests set PAYOUTS_* with monkeypatch; cached settings/engines must not leak across.
-    reset_settings_cache()
-    reset_engine_cache()
+    reset_process_caches()
     yield
-    reset_settings_cache()
-    reset_engine_cache()
+    reset_process_caches()
 
 
 @pytest.fixture(scope="session")

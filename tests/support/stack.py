@@ -178,11 +178,10 @@ def build_stack(*, postgres_url: str, redis_url: str, workdir: Path, **settings:
 
 def _mint_keys() -> dict[str, str]:
     from shared.api_keys import create_api_key
-    from shared.db import reset_engine_cache, session_scope
-    from shared.settings import reset_settings_cache
+    from shared.db import session_scope
+    from shared.runtime import reset_process_caches
 
-    reset_settings_cache()
-    reset_engine_cache()
+    reset_process_caches()
     wanted = {
         "backend": "payouts:create,payouts:read",
         "approver": "payouts:approve,payouts:read",
