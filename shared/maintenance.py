@@ -9,7 +9,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
@@ -132,7 +132,6 @@ class ConfirmationReport:
     dead: int = 0
     resent: int = 0
     skipped: bool = False
-    errors: list[str] = field(default_factory=list)
 
 
 def track_confirmations(
