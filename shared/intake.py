@@ -161,7 +161,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at_text, id_text = raw.split("|")
         return _as_utc(datetime.fromisoformat(at_text)), uuid.UUID(id_text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    # OverflowError: a parseable timestamp whose UTC equivalent is outside years 1-9999.
+    except (ValueError, UnicodeDecodeError, OverflowError) as exc:
         raise ValidationError(
             "cursor", "is not valid; pass next_cursor from a previous page unchanged"
         ) from exc

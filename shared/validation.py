@@ -6,6 +6,7 @@ same words. Each failure is a `ValidationError` naming the offending field.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -132,27 +133,57 @@ def validate_metadata(metadata: object) -> dict[str, Any]:
         return {}
     if not isinstance(metadata, dict):
         raise ValidationError("metadata", "must be a JSON object")
-    _check_json_value(metadata, depth=1)
+    _check_json_value(metadata, depth=1, path="metadata")
     return metadata
 
 
-def _check_json_value(value: object, depth: int) -> None:
+def _check_json_value(value: object, depth: int, path: str) -> None:
     # Python's JSON parser accepts NaN/Infinity (and 1e400 becomes inf), which PostgreSQL's
     # json type refuses: catch them here as bad input rather than as a database error.
     if isinstance(value, float) and not math.isfinite(value):
         raise ValidationError("metadata", "numbers must be finite (no NaN or Infinity)")
+    if isinstance(value, str):
+        if not is_unicode_text(value):
+            raise _surrogate_error(f"the string at {path}")
+        return
     if not isinstance(value, dict | list):
         return
     if depth > MAX_METADATA_DEPTH:
         raise ValidationError("metadata", f"is nested deeper than {MAX_METADATA_DEPTH} levels")
+    items: Iterable[tuple[str, object]]
     if isinstance(value, dict):
         if not all(isinstance(k, str) for k in value):
             raise ValidationError("metadata", "must be a JSON object")
-        items: Iterable[object] = value.values()
+        if not all(is_unicode_text(k) for k in value):
+            raise _surrogate_error(f"a key in {path}")
+        # json.dumps escapes whatever the key holds, so the path itself is always printable.
+        items = ((f"{path}[{json.dumps(k)}]", v) for k, v in value.items())
     else:
-        items = value
-    for item in items:
-        _check_json_value(item, depth + 1)
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    for item_path, item in items:
+        _check_json_value(item, depth + 1, item_path)
+
+
+def is_unicode_text(text: str) -> bool:
+    """False if `text` holds a lone UTF-16 surrogate (U+D800-U+DFFF).
+
+    JSON's `"\\ud800"` escape without its pair decodes to one; such a string has no UTF-8 form,
+    so it can be neither fingerprinted, stored nor sent back. A correctly paired escape
+    (`"\\ud83d\\ude00"`) decodes to one ordinary character and is fine.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _surrogate_error(where: str) -> ValidationError:
+    return ValidationError(
+        "metadata",
+        "must be valid Unicode text: a lone UTF-16 surrogate (a \\ud800-\\udfff escape without "
+        f"its pair) was found in {where}",
+    )
 
 
 def validate_idempotency_key(key: object) -> str:
@@ -174,6 +205,10 @@ def validate_reason(reason: object) -> str | None:
         return None
     if not isinstance(reason, str):
         raise ValidationError("reason", "must be a string")
+    if not is_unicode_text(reason):
+        raise ValidationError(
+            "reason", "must be valid Unicode text (it holds a lone UTF-16 surrogate)"
+        )
     if len(reason) > MAX_REASON_LENGTH:
         raise ValidationError("reason", f"must be at most {MAX_REASON_LENGTH} characters")
     if any(not ch.isprintable() and ch not in "\n\t" for ch in reason):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -31,6 +32,10 @@ def chunked(data: bytes) -> Iterator[bytes]:
 
 
 JSON = {"Content-Type": "application/json"}
+# A well-formed cursor whose timestamp lies before year 1 once converted to UTC.
+OUT_OF_RANGE_CURSOR = base64.urlsafe_b64encode(
+    b"0001-01-01T00:00:00+01:00|00000000-0000-0000-0000-000000000000"
+).decode()
 
 # (name, request kwargs for POST /v1/payouts, expected status, expected error code)
 CREATE_CASES: list[tuple[str, dict[str, Any], int, str]] = [
@@ -82,6 +87,26 @@ CREATE_CASES: list[tuple[str, dict[str, Any], int, str]] = [
         {
             "content": b'{"destination": "%s", "amount_sats": 1000, "metadata": {"x": 1e400}}'
             % REGTEST_P2WPKH.encode(),
+            "headers": JSON,
+        },
+        422,
+        "invalid_request",
+    ),
+    (
+        "metadata lone surrogate",
+        {
+            "content": b'{"destination": "%s", "amount_sats": 1000, "metadata": %s}'
+            % (REGTEST_P2WPKH.encode(), rb'{"a": "\ud800"}'),
+            "headers": JSON,
+        },
+        422,
+        "invalid_request",
+    ),
+    (
+        "metadata key lone surrogate",
+        {
+            "content": b'{"destination": "%s", "amount_sats": 1000, "metadata": %s}'
+            % (REGTEST_P2WPKH.encode(), rb'{"k": {"\udfff": [1]}}'),
             "headers": JSON,
         },
         422,
@@ -235,6 +260,7 @@ def test_cancel_reason_with_a_nul_byte_is_422(
         ("GET", "/v1/payouts?limit=1000", 422, "invalid_request"),
         ("GET", "/v1/payouts?state=sent", 422, "invalid_request"),
         ("GET", "/v1/payouts?cursor=!!", 422, "invalid_request"),
+        ("GET", f"/v1/payouts?cursor={OUT_OF_RANGE_CURSOR}", 422, "invalid_request"),
         ("GET", "/v1/nowhere", 404, "not_found"),
         ("PUT", "/v1/payouts", 405, "method_not_allowed"),
     ],

@@ -3,6 +3,7 @@ client sends produces a 500."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 
@@ -102,6 +103,37 @@ def test_body_just_under_the_limit_is_accepted(client: TestClient, keys: dict[st
     assert len(body) == LIMIT
 
     assert post_raw(client, keys["creator"], body).status_code == 201
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [rb'{"a": "\ud800"}', rb'{"\udfff": 1}', rb'{"a": {"b": ["x\udc00"]}}'],
+    ids=["value", "key", "nested"],
+)
+def test_lone_surrogate_in_metadata_is_422_naming_the_field(
+    client: TestClient, keys: dict[str, str], metadata: bytes
+) -> None:
+    body = b'{"destination": "%s", "amount_sats": 1000, "metadata": %s}' % (
+        REGTEST_P2WPKH.encode(),
+        metadata,
+    )
+
+    response = post_raw(client, keys["creator"], body)
+
+    assert_error(response, 422, "invalid_request")
+    message = response.json()["error"]["message"]
+    assert message.startswith("metadata") and "surrogate" in message
+    assert nothing_stored()
+
+
+def test_out_of_range_cursor_is_422(client: TestClient, keys: dict[str, str]) -> None:
+    raw = b"0001-01-01T00:00:00+01:00|00000000-0000-0000-0000-000000000000"
+    cursor = base64.urlsafe_b64encode(raw).decode()
+
+    response = client.get("/v1/payouts", params={"cursor": cursor}, headers=bearer(keys["reader"]))
+
+    assert_error(response, 422, "invalid_request")
+    assert "cursor" in response.json()["error"]["message"]
 
 
 def test_unknown_route_is_404_json(client: TestClient) -> None:

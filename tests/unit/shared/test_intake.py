@@ -3,6 +3,7 @@ approve/cancel state rules, listing and events."""
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -405,6 +406,20 @@ class TestListing:
     def test_bad_query_is_a_validation_error(self, session: Session, kwargs: Any) -> None:
         with pytest.raises(ValidationError):
             intake.list_payouts(session, **kwargs)
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            # Valid ISO timestamps whose conversion to UTC leaves datetime's year range.
+            "0001-01-01T00:00:00+01:00|00000000-0000-0000-0000-000000000000",
+            "9999-12-31T23:59:59-01:00|00000000-0000-0000-0000-000000000000",
+        ],
+    )
+    def test_out_of_range_cursor_is_a_validation_error(self, session: Session, raw: str) -> None:
+        cursor = base64.urlsafe_b64encode(raw.encode()).decode()
+
+        with pytest.raises(ValidationError, match="cursor"):
+            intake.list_payouts(session, cursor=cursor)
 
     def test_events_are_listed_oldest_first(self, session: Session) -> None:
         payout, _ = create(session)

@@ -164,6 +164,28 @@ class TestValidateMetadata:
         with pytest.raises(ValidationError, match="nested"):
             validate_metadata({"a": ok})
 
+    @pytest.mark.parametrize(
+        ("value", "where"),
+        [
+            ({"a": "\ud800"}, 'the string at metadata["a"]'),
+            ({"\udfff": 1}, "a key in metadata"),
+            ({"a": {"b": ["ok", "x\udc00y"]}}, 'the string at metadata["a"]["b"][1]'),
+            ({"a": [{"\ud83d": None}]}, 'a key in metadata["a"][0]'),
+        ],
+    )
+    def test_lone_surrogates_in_keys_or_values_are_refused(self, value: object, where: str) -> None:
+        # JSON's \ud800 escape decodes to a lone surrogate, which has no UTF-8 encoding: it can
+        # be neither fingerprinted nor stored, so it is bad input, named with where it was.
+        with pytest.raises(ValidationError, match="surrogate") as refused:
+            validate_metadata(value)
+
+        assert refused.value.field == "metadata"
+        assert where in refused.value.message
+
+    def test_paired_surrogates_from_json_are_ordinary_text(self) -> None:
+        # "\ud83d\ude00" in JSON is one character (😀) once parsed: nothing to refuse.
+        assert validate_metadata({"smile": "\U0001f600"}) == {"smile": "\U0001f600"}
+
 
 class TestValidateIdempotencyKey:
     def test_printable_key_is_accepted(self) -> None:
@@ -176,6 +198,10 @@ class TestValidateIdempotencyKey:
 
 
 class TestValidateReason:
+    def test_lone_surrogate_is_refused_as_invalid_text(self) -> None:
+        with pytest.raises(ValidationError, match="surrogate"):
+            validate_reason("oops \ud800")
+
     @pytest.mark.parametrize("reason", [None, "customer asked", "line one\nline two\tend"])
     def test_plain_text_or_nothing_is_accepted(self, reason: str | None) -> None:
         assert validate_reason(reason) == reason
