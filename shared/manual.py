@@ -1,7 +1,8 @@
 """The manual signing route (DESIGN §7): PSBT out to a human's signer, signed tx back in.
 
 These functions commit on the session they are given, at the points the safety argument needs
-(the claim before the node builds a PSBT; the signed bytes before they are broadcast).
+(the claim together with its PSBT's reserved inputs; the signed bytes before they are
+broadcast).
 
 It claims through the same CAS as the workers, and refuses — with a reason an operator can act
 on — any payout a worker holds or will hold. That refusal, on the server, is what makes
@@ -16,8 +17,9 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from shared.broadcasting import broadcast_persisted
+from shared.broadcasting import BroadcastOutcome, broadcast_persisted
 from shared.claims import (
+    Claim,
     SignedTx,
     claim_for_manual,
     current_claim,
@@ -30,9 +32,16 @@ from shared.claims import (
 from shared.db import committing
 from shared.fees import choose_fee_rate_sat_vb
 from shared.models import Payout, PayoutState, Route, Transaction, utcnow
-from shared.node import NodeClient
+from shared.node import DecodedTx, FundedPsbt, NodeClient
 from shared.node.amounts import btc_to_sats
+from shared.node.coin_locks import unlock_quietly
 from shared.node.errors import InsufficientFunds, NodeError, NodeUnavailable
+from shared.payment_check import (
+    PaymentMismatch,
+    check_pays_exactly,
+    destinations_named,
+    wallet_owns,
+)
 from shared.settings import Settings
 
 S = PayoutState
@@ -116,18 +125,45 @@ class ManualClaim:
 def claim(
     session: Session, node: NodeClient, settings: Settings, payout_id: uuid.UUID, key_name: str
 ) -> ManualClaim:
-    with committing(session):
-        refusal = _refusal(_get(session, payout_id), key_name)
-        if refusal:
-            raise refusal
-        won = claim_for_manual(session, payout_id, key_name, settings.manual_claim_seconds)
-        if won is None:  # lost a race; explain with the state that beat us
-            session.rollback()
-            raise _refusal(_get(session, payout_id), key_name) or ManualRouteError(
-                409, "invalid_state", f"payout {payout_id} changed while claiming; retry"
-            )
-    actor = manual_actor(key_name)
+    """CAS the claim, build the PSBT and record its inputs as reserved, in one DB transaction.
+
+    Until that transaction commits, nobody (not even this key's own `submit`) sees a claim, so
+    no submit can ever find a claim without reserved inputs to hold it to. If anything fails
+    before the commit, the claim is rolled back and the inputs the PSBT locked are unlocked.
+    """
+    newly_locked: list[str] = []
     try:
+        with committing(session):
+            refusal = _refusal(_get(session, payout_id), key_name)
+            if refusal:
+                raise refusal
+            won = claim_for_manual(session, payout_id, key_name, settings.manual_claim_seconds)
+            if won is None:  # lost a race; explain with the state that beat us
+                session.rollback()
+                raise _refusal(_get(session, payout_id), key_name) or ManualRouteError(
+                    409, "invalid_state", f"payout {payout_id} changed while claiming; retry"
+                )
+            funded, inputs = _build_psbt(node, settings, won)
+            if not won.reserved_inputs:
+                newly_locked = inputs
+                if not reserve_inputs(session, won, inputs):
+                    raise ManualRouteError(
+                        409, "invalid_state", f"payout {payout_id} changed while claiming; retry"
+                    )
+    except BaseException:
+        # The claim did not commit, so its PSBT is never handed out: free what it locked.
+        unlock_quietly(node, newly_locked)
+        raise
+    return ManualClaim(
+        payout_id, funded.psbt, funded.fee_sats, inputs, manual_actor(key_name), won.lease_until
+    )
+
+
+def _build_psbt(node: NodeClient, settings: Settings, won: Claim) -> tuple[FundedPsbt, list[str]]:
+    """An unsigned PSBT paying the claim; a takeover reuses the reserved inputs and only them,
+    so the new PSBT conflicts with every earlier one and at most one can ever confirm."""
+    try:
+        _check_still_unspent(node, won.reserved_inputs or [])
         funded = node.wallet_create_funded_psbt(
             {won.destination: won.amount_sats},
             fee_rate_sat_vb=choose_fee_rate_sat_vb(node, settings),
@@ -135,15 +171,36 @@ def claim(
             inputs=won.reserved_inputs,
             add_inputs=not won.reserved_inputs,
         )
-        inputs = _psbt_inputs(node, funded.psbt)
     except NodeError as exc:
-        with committing(session):
-            release_claim(session, won, actor=actor, reason=str(exc), count_attempt=False)
         raise _build_error(exc, won.reserved_inputs) from exc
-    with committing(session):
-        if not won.reserved_inputs:
-            reserve_inputs(session, won, inputs)
-    return ManualClaim(payout_id, funded.psbt, funded.fee_sats, inputs, actor, won.lease_until)
+    try:
+        return funded, _psbt_inputs(node, funded.psbt)
+    except NodeError as exc:
+        if not won.reserved_inputs:  # the PSBT locked coins we will never hand out
+            unlock_quietly(node, _locked_by(node, funded.psbt))
+        raise _build_error(exc, won.reserved_inputs) from exc
+
+
+def _check_still_unspent(node: NodeClient, reserved: list[str]) -> None:
+    """Refuse a takeover whose reserved coins were spent (in a block or the mempool): the
+    wallet may still build a PSBT on them, but it could never confirm, and the spend is likely
+    the earlier PSBT itself, signed and broadcast elsewhere."""
+    spent = [outpoint for outpoint in reserved if node.get_tx_out(outpoint) is None]
+    if spent:
+        raise ManualRouteError(
+            409,
+            "reserved_inputs_unavailable",
+            f"an earlier PSBT for this payout reserved inputs {reserved}, and {spent} are already "
+            "spent. That PSBT may have been signed and broadcast elsewhere: check the chain "
+            "before doing anything else.",
+        )
+
+
+def _locked_by(node: NodeClient, psbt: str) -> list[str]:
+    try:
+        return _psbt_inputs(node, psbt)
+    except NodeError:
+        return []  # the node is gone; the orphaned-lock job frees them later
 
 
 def _psbt_inputs(node: NodeClient, psbt: str) -> list[str]:
@@ -157,7 +214,7 @@ def _build_error(exc: NodeError, reserved: list[str] | None) -> ManualRouteError
             409, "insufficient_funds", f"the hot wallet cannot fund this payout: {exc.message}"
         )
     if isinstance(exc, NodeUnavailable):
-        return ManualRouteError(503, "node_unavailable", "the Bitcoin node is unreachable; retry")
+        return _node_unavailable()
     if reserved:
         return ManualRouteError(
             409,
@@ -167,6 +224,12 @@ def _build_error(exc: NodeError, reserved: list[str] | None) -> ManualRouteError
             "check the chain before doing anything else.",
         )
     return ManualRouteError(502, "node_error", f"the node refused to build the PSBT: {exc.message}")
+
+
+def _node_unavailable() -> ManualRouteError:
+    return ManualRouteError(
+        503, "node_unavailable", "the Bitcoin node is unreachable; nothing was changed, retry"
+    )
 
 
 @dataclass(frozen=True)
@@ -187,30 +250,42 @@ def submit(
     psbt: str | None = None,
     tx_hex: str | None = None,
 ) -> Submitted:
+    """Check a signer's transaction, persist it (fenced by the claim token), then broadcast.
+
+    Accepted only from the claim holder, and only a transaction that spends inputs reserved
+    for this payout and nothing else, and pays the payout exactly plus at most one change
+    output (`shared.payment_check`). A node outage at any step is 503, never the signer's fault.
+    """
     actor = manual_actor(key_name)
     with committing(session):
         payout = _get(session, payout_id)
         if payout.state != S.CLAIMED or payout.claimed_by != actor:
             raise _not_holder(payout, key_name)
         held = current_claim(payout)
-    raw_hex = _final_hex(node, psbt, tx_hex)
-    signed = _checked_tx(
-        node, settings, raw_hex, held.destination, held.amount_sats, held.reserved_inputs or []
-    )
+    try:
+        raw_hex = _final_hex(node, psbt, tx_hex)
+        signed = _checked_tx(session, node, settings, raw_hex, held)
+    except NodeUnavailable as exc:
+        raise _node_unavailable() from exc
     with committing(session):
         if not persist_signed_tx(session, held, signed, actor=actor):
             raise ManualRouteError(
                 409, "invalid_state", f"your claim on payout {payout_id} is no longer valid"
             )
-    with committing(session):
-        row = session.get(Transaction, _get(session, payout_id).tx_id)
-        assert row is not None
-        outcome = broadcast_persisted(
-            session, node, row, actor=actor, max_fee_rate_sat_vb=settings.max_fee_rate_sat_vb
-        )
-        session.flush()
-        state = _get(session, payout_id).state
-    return Submitted(payout_id, signed.txid, state, outcome.value)
+    try:
+        with committing(session):
+            row = session.get(Transaction, _get(session, payout_id).tx_id)
+            if row is None:  # persist_signed_tx just wrote it in a committed transaction
+                raise RuntimeError(f"payout {payout_id} is signed but its transaction is gone")
+            outcome = broadcast_persisted(
+                session, node, row, actor=actor, max_fee_rate_sat_vb=settings.max_fee_rate_sat_vb
+            ).value
+            session.flush()
+            state = _get(session, payout_id).state
+    except NodeUnavailable:
+        # The bytes are stored: the rebroadcast job sends exactly these once the node is back.
+        outcome, state = BroadcastOutcome.UNKNOWN.value, S.SIGNED
+    return Submitted(payout_id, signed.txid, state, outcome)
 
 
 def _not_holder(payout: Payout, key_name: str) -> ManualRouteError:
@@ -232,6 +307,8 @@ def _final_hex(node: NodeClient, psbt: str | None, tx_hex: str | None) -> str:
         return tx_hex
     try:
         final_hex, complete = node.finalize_psbt(psbt or "")
+    except NodeUnavailable:
+        raise
     except NodeError as exc:
         raise ManualRouteError(422, "invalid_psbt", f"not a valid PSBT: {exc.message}") from exc
     if not complete or final_hex is None:
@@ -242,33 +319,67 @@ def _final_hex(node: NodeClient, psbt: str | None, tx_hex: str | None) -> str:
 
 
 def _checked_tx(
-    node: NodeClient,
-    settings: Settings,
-    raw_hex: str,
-    destination: str,
-    amount_sats: int,
-    reserved: list[str],
+    session: Session, node: NodeClient, settings: Settings, raw_hex: str, held: Claim
 ) -> SignedTx:
     try:
         decoded = node.decode_raw_transaction(raw_hex)
+    except NodeUnavailable:
+        raise
     except NodeError as exc:
         raise ManualRouteError(422, "invalid_transaction", exc.message) from exc
-    paying = [o for o in decoded.outputs if o.address == destination]
-    if len(paying) != 1 or paying[0].value_sats != amount_sats:
+    try:
+        check_pays_exactly(
+            decoded.outputs,
+            {held.destination: held.amount_sats},
+            wallet_owns=wallet_owns(node),
+            named_by_payouts=destinations_named(session),
+        )
+    except PaymentMismatch as exc:
+        raise ManualRouteError(422, exc.code, exc.message) from exc
+    _check_spends_reserved(decoded.inputs, held.reserved_inputs or [])
+    return _accepted_by_node(node, settings, raw_hex, decoded)
+
+
+def _check_spends_reserved(inputs: list[str], reserved: list[str]) -> None:
+    """Only the reserved inputs, and at least one: then every PSBT ever handed out for this
+    payout conflicts with this transaction, and at most one of them can confirm. A claim
+    without reserved inputs gets nothing accepted (it cannot happen since the claim and its
+    reservation commit together; refusing keeps it that way)."""
+    if not reserved:
         raise ManualRouteError(
             422,
-            "wrong_payment",
-            f"the transaction must pay exactly {amount_sats} sats to {destination} in one output",
+            "must_spend_reserved_inputs",
+            "no inputs are reserved for this claim, so no transaction can be accepted for it; "
+            "release the claim and claim the payout again",
         )
-    if reserved and not set(reserved) & set(decoded.inputs):
-        # Otherwise the handed-out PSBT and this transaction could both confirm.
+    if not set(reserved) & set(inputs):
         raise ManualRouteError(
             422,
             "must_spend_reserved_inputs",
             f"the transaction must spend at least one of the inputs reserved for this payout "
             f"({', '.join(reserved)}), so the earlier PSBT can never also confirm",
         )
-    check = node.test_mempool_accept(raw_hex)
+    foreign = [i for i in inputs if i not in reserved]
+    if foreign:
+        raise ManualRouteError(
+            422,
+            "unreserved_inputs",
+            f"the transaction spends inputs not reserved for this payout ({', '.join(foreign)}); "
+            f"spend only the PSBT's inputs ({', '.join(reserved)})",
+        )
+
+
+def _accepted_by_node(
+    node: NodeClient, settings: Settings, raw_hex: str, decoded: DecodedTx
+) -> SignedTx:
+    try:
+        check = node.test_mempool_accept(raw_hex)
+    except NodeUnavailable:
+        raise
+    except NodeError as exc:
+        raise ManualRouteError(
+            422, "rejected_by_node", f"the node would not accept this transaction: {exc.message}"
+        ) from exc
     fee_sats = _fee_from_acceptance(check)
     vsize = int(check.get("vsize") or decoded.vsize)
     if not check.get("allowed") and not _already_known(check):

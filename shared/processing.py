@@ -32,8 +32,15 @@ from shared.fees import choose_fee_rate_sat_vb
 from shared.locks import payout_lock
 from shared.models import Payout, PayoutState, Route, Transaction, TxState, utcnow
 from shared.node import NodeClient
-from shared.node.client import TxOutput
+from shared.node.client import DecodedTx
+from shared.node.coin_locks import unlock_quietly
 from shared.node.errors import InsufficientFunds, InvalidAddress, NodeError, NodeUnavailable
+from shared.payment_check import (
+    PaymentMismatch,
+    check_pays_exactly,
+    destinations_named,
+    wallet_owns,
+)
 from shared.settings import Settings
 from shared.state_machine import transition
 
@@ -137,7 +144,7 @@ def _process_locked(
         persisted = persist_signed_tx(session, claim, signed, actor=actor)
     if not persisted:
         # Our lease was taken over: these bytes were never stored, so they must never be sent.
-        _unlock_quietly(node, signed.inputs)
+        unlock_quietly(node, signed.inputs)
         metrics.record_claim_conflict(metrics.ClaimConflict.LEASE_LOST)
         return Result(Outcome.LEASE_LOST, "claim token no longer ours; not broadcasting")
 
@@ -157,32 +164,29 @@ def build_and_sign(node: NodeClient, settings: Settings, claim: Claim) -> Signed
         locked = node.decode_raw_transaction(funded.hex).inputs
         signed_hex = node.sign_raw_transaction_with_wallet(funded.hex)
         decoded = node.decode_raw_transaction(signed_hex)
-        _check_pays_exactly(decoded.outputs, claim)
+        _check_pays_exactly(node, decoded, claim)
     except BaseException:
         # Unsent, unpersisted: give the coins back so other payouts can use them.
-        _unlock_quietly(node, locked)
+        unlock_quietly(node, locked)
         raise
     return SignedTx(
         txid=decoded.txid, raw_hex=signed_hex, fee_sats=funded.fee_sats, inputs=decoded.inputs
     )
 
 
-def _check_pays_exactly(outputs: list[TxOutput], claim: Claim) -> None:
-    paying = [o for o in outputs if o.address == claim.destination]
-    if len(paying) != 1 or paying[0].value_sats != claim.amount_sats:
-        raise BuildError(
-            f"funded transaction does not pay {claim.amount_sats} sats to {claim.destination} "
-            "exactly once; refusing to sign it"
-        )
-
-
-def _unlock_quietly(node: NodeClient, outpoints: list[str]) -> None:
-    if not outpoints:
-        return
+def _check_pays_exactly(node: NodeClient, decoded: DecodedTx, claim: Claim) -> None:
+    """The same rule the manual route applies to a signer's transaction: the payment, and
+    nothing but change. A mismatch here would be a wallet bug; never sign past it."""
     try:
-        node.unlock_unspent(outpoints)
-    except NodeError as exc:  # a restarted node forgot them anyway
-        log.warning("could not unlock %d inputs: %s", len(outpoints), exc)
+        with session_scope() as session:
+            check_pays_exactly(
+                decoded.outputs,
+                {claim.destination: claim.amount_sats},
+                wallet_owns=wallet_owns(node),
+                named_by_payouts=destinations_named(session),
+            )
+    except PaymentMismatch as exc:
+        raise BuildError(f"refusing to sign the funded transaction: {exc.message}") from exc
 
 
 def _broadcast_payout_tx(

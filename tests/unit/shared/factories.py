@@ -39,12 +39,11 @@ def make_payout(
 ) -> Payout:
     payout = Payout(
         id=uuid.uuid4(),
-        destination=REGTEST_P2WPKH,
         amount_sats=amount_sats,
         state=state,
         created_by=created_by,
         metadata_={},
-        **columns,
+        **{"destination": REGTEST_P2WPKH, **columns},
     )
     session.add(payout)
     session.commit()
