@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from api.auth import AuthenticationMiddleware
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimitMiddleware
 from api.routes import manual, ops, payouts
+from api.routing import RouteTable
 from shared.settings import get_settings
 
 DESCRIPTION = """
@@ -25,8 +27,12 @@ def create_app() -> FastAPI:
         description=DESCRIPTION,
     )
     install_error_handlers(app)
+    routers = (ops.router, payouts.router, manual.router)
+    for router in routers:
+        app.include_router(router)  # no prefix: RouteTable matches each route's own path
+    routes = RouteTable(route for router in routers for route in router.routes)
+    # Starlette runs the middleware added last first: authentication answers 401/403 from the
+    # headers before the body limit (or anything else) looks at the body.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=lambda: get_settings().max_body_bytes)
-    app.include_router(ops.router)
-    app.include_router(payouts.router)
-    app.include_router(manual.router)
+    app.add_middleware(AuthenticationMiddleware, routes=routes)
     return app

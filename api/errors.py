@@ -88,6 +88,23 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+def database_unavailable(method: str, path: str, exc: OperationalError) -> JSONResponse:
+    """503 for a database error. Connection loss, failover, serialization failures: transient,
+    and every write is safe to retry (creates are idempotent, transitions compare-and-set)."""
+    log.warning(
+        "database error on %s %s: %s",
+        method,
+        path,
+        str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__,
+    )
+    return error_response(
+        503,
+        "service_unavailable",
+        "the database is unavailable; retry the request later",
+        {"Retry-After": "5"},
+    )
+
+
 def _intake_error_status(exc: IntakeError) -> tuple[int, str]:
     if isinstance(exc, PayoutNotFound):
         return 404, "not_found"
@@ -151,20 +168,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:
-        # Connection loss, failover, serialization failures: transient, and every write is
-        # safe to retry (creates are idempotent, transitions are compare-and-set).
-        log.warning(
-            "database error on %s %s: %s",
-            request.method,
-            request.url.path,
-            str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__,
-        )
-        return error_response(
-            503,
-            "service_unavailable",
-            "the database is unavailable; retry the request later",
-            {"Retry-After": "5"},
-        )
+        return database_unavailable(request.method, request.url.path, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/payouts", tags=["payouts"])
 
 # Declared as a parameter after the principal, not in `dependencies=[...]` (which run first),
-# so an unauthenticated caller gets 401 before any complaint about its body.
+# so the scope check comes before the content-type check. (AuthenticationMiddleware answers
+# 401/403 before FastAPI reads the body at all; see api.auth.)
 JsonBody = Annotated[None, Depends(require_json_body)]
 
 

@@ -109,3 +109,39 @@ def test_access_log_never_contains_the_api_key(
     log = api_server.log()
     assert "GET /v1/payouts" in log  # the access log is on...
     assert keys["reader"] not in log and keys["reader"][12:] not in log  # ...without secrets
+
+
+def test_unauthenticated_bad_bodies_are_401_not_a_body_complaint(
+    client: httpx.Client, keys: dict[str, str], pg_db: str
+) -> None:
+    # Malformed JSON, a form body and an oversized body: each would be 400/415/413 from a
+    # caller with a key, but a caller without one learns nothing beyond 401.
+    before = db_snapshot(pg_db)
+    bodies = [
+        (b'{"destination": ', "application/json"),
+        (b"a=1", "application/x-www-form-urlencoded"),
+        (b'{"pad": "' + b"x" * 20_000 + b'"}', "application/json"),
+    ]
+    for path in [
+        "/v1/payouts",
+        f"/v1/payouts/{SOME_ID}/cancel",
+        f"/v1/payouts/{SOME_ID}/manual/submit",
+    ]:
+        for content, content_type in bodies:
+            for auth in ({}, bearer(keys["reader"][:-4] + "AAAA")):
+                response = client.post(
+                    path,
+                    content=content,
+                    headers={"Content-Type": content_type, "Idempotency-Key": "k", **auth},
+                )
+                assert response.status_code == 401, (path, content[:20], response.text)
+                assert response.headers["www-authenticate"] == "Bearer"
+            wrong_scope = client.post(
+                path,
+                content=content,
+                headers={"Content-Type": content_type, **bearer(keys["signer"])}
+                if "manual" not in path
+                else {"Content-Type": content_type, **bearer(keys["reader"])},
+            )
+            assert wrong_scope.status_code == 403, (path, content[:20], wrong_scope.text)
+    assert db_snapshot(pg_db) == before

@@ -106,3 +106,121 @@ def test_unauthenticated_caller_gets_401_before_any_body_complaint(client: TestC
 def test_healthz_and_docs_need_no_key(client: TestClient) -> None:
     assert client.get("/healthz").status_code == 200
     assert client.get("/openapi.json").status_code == 200
+
+
+# Every route that needs a key, including those that take a body. Authentication reads only
+# headers, so it must answer before anything looks at the body.
+AUTHENTICATED_ROUTES = [
+    ("POST", "/v1/payouts", "creator"),
+    ("GET", "/v1/payouts", "reader"),
+    ("GET", f"/v1/payouts/{PAYOUT}", "reader"),
+    ("GET", f"/v1/payouts/{PAYOUT}/events", "reader"),
+    ("POST", f"/v1/payouts/{PAYOUT}/approve", "approver"),
+    ("POST", f"/v1/payouts/{PAYOUT}/cancel", "approver"),
+    ("POST", f"/v1/payouts/{PAYOUT}/manual/claim", "signer"),
+    ("POST", f"/v1/payouts/{PAYOUT}/manual/submit", "signer"),
+    ("POST", f"/v1/payouts/{PAYOUT}/manual/release", "signer"),
+]
+# A key lacking the scope of each route.
+LACKS_SCOPE = {"creator": "approver", "reader": "signer", "approver": "creator", "signer": "reader"}
+JSON_TYPE = {"Content-Type": "application/json"}
+# (id, raw body, headers): bodies each route would refuse with 400, 413, 415 or 422.
+BAD_BODIES = [
+    ("malformed-json", b'{"destination": ', JSON_TYPE),
+    ("not-utf8", b"\xff\xfe", JSON_TYPE),
+    ("json-array", b"[1, 2]", JSON_TYPE),
+    ("form-encoded", b"a=1&b=2", {"Content-Type": "application/x-www-form-urlencoded"}),
+    ("oversized", b'{"pad": "' + b"x" * 10_000 + b'"}', JSON_TYPE),
+]
+FORGED = "pp_00000000_" + "A" * 43
+
+
+@pytest.mark.parametrize(("method", "path", "key"), AUTHENTICATED_ROUTES)
+@pytest.mark.parametrize(
+    ("content", "headers"), [b[1:] for b in BAD_BODIES], ids=[b[0] for b in BAD_BODIES]
+)
+@pytest.mark.parametrize("credentials", ["missing", "forged", "basic"])
+def test_unauthenticated_request_is_401_whatever_its_body(
+    client: TestClient,
+    keys: dict[str, str],
+    method: str,
+    path: str,
+    key: str,
+    content: bytes,
+    headers: dict[str, str],
+    credentials: str,
+) -> None:
+    auth = {
+        "missing": {},
+        "forged": bearer(FORGED),
+        "basic": {"Authorization": f"Basic {keys[key]}"},
+    }[credentials]
+
+    response = client.request(
+        method, path, content=content, headers={"Idempotency-Key": "k", **headers, **auth}
+    )
+
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize(("method", "path", "key"), AUTHENTICATED_ROUTES)
+@pytest.mark.parametrize(
+    ("content", "headers"), [b[1:] for b in BAD_BODIES], ids=[b[0] for b in BAD_BODIES]
+)
+def test_key_without_the_scope_is_403_whatever_its_body(
+    client: TestClient,
+    keys: dict[str, str],
+    method: str,
+    path: str,
+    key: str,
+    content: bytes,
+    headers: dict[str, str],
+) -> None:
+    response = client.request(
+        method,
+        path,
+        content=content,
+        headers={"Idempotency-Key": "k", **headers, **bearer(keys[LACKS_SCOPE[key]])},
+    )
+
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "forbidden"
+
+
+def test_authenticated_malformed_json_is_still_400(
+    client: TestClient, keys: dict[str, str]
+) -> None:
+    response = client.post(
+        "/v1/payouts",
+        content=b"{",
+        headers=bearer(keys["creator"], **{"Idempotency-Key": "k"}, **JSON_TYPE),
+    )
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "malformed_json"
+
+
+def test_each_request_looks_its_key_up_once(
+    client: TestClient, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared import api_keys
+
+    lookups: list[str] = []
+    real = api_keys.verify_api_key
+
+    def counting(session: object, secret: str) -> object:
+        lookups.append(secret)
+        return real(session, secret)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(api_keys, "verify_api_key", counting)
+
+    response = client.post(
+        "/v1/payouts",
+        json={"destination": REGTEST_P2WPKH, "amount_sats": 1000},
+        headers=bearer(keys["creator"], **{"Idempotency-Key": "once"}),
+    )
+
+    assert response.status_code == 201
+    assert lookups == [keys["creator"]]
