@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from shared.models import Payout
 from shared.node import NodeClient
 from shared.node.client import TxOutput
-from shared.node.errors import InvalidAddress, InvalidParameter
+from shared.node.errors import NodeError, NodeUnavailable
 
 # Bitcoin Core's wallet adds at most one change output; a second one has no honest use.
 MAX_CHANGE_OUTPUTS = 1
@@ -106,14 +106,17 @@ def _too_many(rest: Sequence[TxOutput]) -> PaymentMismatch:
 def wallet_owns(node: NodeClient) -> OwnsAddress:
     """Ask the node whether the hot wallet holds the keys for an address (`ismine`).
 
-    Watch-only addresses do not count: money sent there is not ours to spend. An address the
-    node cannot parse is not ours. An unreachable node raises `NodeUnavailable`.
+    Watch-only addresses do not count: money sent there is not ours to spend. Any refusal by
+    the node (an address it cannot parse, say) counts as "not ours": the check fails closed.
+    An unreachable node raises `NodeUnavailable`, so the caller can say "retry" instead.
     """
 
     def owns(address: str) -> bool:
         try:
             info = node.get_address_info(address)
-        except (InvalidAddress, InvalidParameter):
+        except NodeUnavailable:
+            raise
+        except NodeError:
             return False
         return bool(info.get("ismine")) and not info.get("iswatchonly", False)
 
