@@ -12,6 +12,7 @@ from cli.addresses import external_address
 from shared.dispatch import enqueue_process_payout
 from shared.node.amounts import btc_to_sats
 from shared.reconcile import LedgerVerdict, judge
+from tests.integration.pipeline.conftest import simulated_node_only
 from tests.support.stack import Stack
 
 MANUAL_AMOUNT = 2_000_000  # above the stack's PAYOUTS_AUTO_MAX_SATS of 1,000,000
@@ -185,3 +186,25 @@ def test_a_submit_racing_the_claim_never_pays_twice(stack: Stack) -> None:
 
     verdict = _mine_and_judge(stack, payouts)
     assert len(verdict.paid_once) == 5 and verdict.paid_twice == [], verdict
+
+
+def test_a_node_outage_during_submit_is_503_and_the_same_psbt_goes_through_after(
+    stack: Stack,
+) -> None:
+    simulated_node_only()
+    payout = stack.create_and_approve(MANUAL_AMOUNT + 9)
+    status, claim = _claim(stack, payout["id"], "signer")
+    assert status == 200, claim
+    signed, _ = stack.node.wallet_process_psbt(claim["psbt"])
+    stack.node.call("devnode_drop_reply", "finalizepsbt", 5)
+    try:
+        reply = _post_submit(stack, payout["id"], {"psbt": signed})
+    finally:
+        stack.node.call("devnode_clear_faults")
+    assert reply.status_code == 503, reply.text
+    assert reply.json()["error"]["code"] == "node_unavailable"
+    assert stack.payout(payout["id"])["state"] == "claimed"
+    again = _post_submit(stack, payout["id"], {"psbt": signed})
+    assert again.status_code == 200, again.text
+    verdict = _mine_and_judge(stack, [payout])
+    assert verdict.paid_once == [payout["id"]]
