@@ -36,12 +36,7 @@ from shared.node import DecodedTx, FundedPsbt, NodeClient
 from shared.node.amounts import btc_to_sats
 from shared.node.coin_locks import unlock_quietly
 from shared.node.errors import InsufficientFunds, NodeError, NodeUnavailable
-from shared.payment_check import (
-    PaymentMismatch,
-    check_pays_exactly,
-    destinations_named,
-    wallet_owns,
-)
+from shared.payment_check import PaymentMismatch, check_against_wallet
 from shared.settings import Settings
 
 S = PayoutState
@@ -328,12 +323,7 @@ def _checked_tx(
     except NodeError as exc:
         raise ManualRouteError(422, "invalid_transaction", exc.message) from exc
     try:
-        check_pays_exactly(
-            decoded.outputs,
-            {held.destination: held.amount_sats},
-            wallet_owns=wallet_owns(node),
-            named_by_payouts=destinations_named(session),
-        )
+        check_against_wallet(session, node, decoded.outputs, {held.destination: held.amount_sats})
     except PaymentMismatch as exc:
         raise ManualRouteError(422, exc.code, exc.message) from exc
     _check_spends_reserved(decoded.inputs, held.reserved_inputs or [])

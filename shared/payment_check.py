@@ -8,7 +8,7 @@ pays B twice once B's own transaction confirms too (the worst defect found so fa
 signer key and that one extra output).
 
 The worker checks the transaction the wallet funded before it persists it; the manual route
-checks whatever a signer submits. Both call `check_pays_exactly`.
+checks whatever a signer submits. Both call `check_against_wallet`.
 """
 
 from __future__ import annotations
@@ -100,6 +100,18 @@ def _too_many(rest: Sequence[TxOutput]) -> PaymentMismatch:
         "unexpected_outputs",
         f"the transaction has {len(rest)} outputs besides the payment; at most "
         f"{MAX_CHANGE_OUTPUTS} is allowed, as change to the hot wallet",
+    )
+
+
+def check_against_wallet(
+    session: Session, node: NodeClient, outputs: Sequence[TxOutput], expected: Mapping[str, int]
+) -> dict[str, int]:
+    """`check_pays_exactly` with change judged by the hot wallet and the payouts table."""
+    return check_pays_exactly(
+        outputs,
+        expected,
+        wallet_owns=wallet_owns(node),
+        named_by_payouts=destinations_named(session),
     )
 
 

@@ -35,12 +35,7 @@ from shared.node import NodeClient
 from shared.node.client import DecodedTx
 from shared.node.coin_locks import unlock_quietly
 from shared.node.errors import InsufficientFunds, InvalidAddress, NodeError, NodeUnavailable
-from shared.payment_check import (
-    PaymentMismatch,
-    check_pays_exactly,
-    destinations_named,
-    wallet_owns,
-)
+from shared.payment_check import PaymentMismatch, check_against_wallet
 from shared.settings import Settings
 from shared.state_machine import transition
 
@@ -179,11 +174,8 @@ def _check_pays_exactly(node: NodeClient, decoded: DecodedTx, claim: Claim) -> N
     nothing but change. A mismatch here would be a wallet bug; never sign past it."""
     try:
         with session_scope() as session:
-            check_pays_exactly(
-                decoded.outputs,
-                {claim.destination: claim.amount_sats},
-                wallet_owns=wallet_owns(node),
-                named_by_payouts=destinations_named(session),
+            check_against_wallet(
+                session, node, decoded.outputs, {claim.destination: claim.amount_sats}
             )
     except PaymentMismatch as exc:
         raise BuildError(f"refusing to sign the funded transaction: {exc.message}") from exc
