@@ -33,6 +33,8 @@ def create_app() -> FastAPI:
     routes = RouteTable(route for router in routers for route in router.routes)
     # Starlette runs the middleware added last first: authentication answers 401/403 from the
     # headers before the body limit (or anything else) looks at the body.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=lambda: get_settings().max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_bytes=lambda: get_settings().max_body_bytes, routes=routes
+    )
     app.add_middleware(AuthenticationMiddleware, routes=routes)
     return app

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import CanSign
 from api.deps import SessionDep, require_json_body
 from api.errors import ApiError, error_responses
+from api.limits import body_limit, json_body_limit
 from shared import manual
 from shared.node import NodeClient
 from shared.settings import get_settings
@@ -38,6 +39,10 @@ class SubmitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     psbt: str | None = Field(default=None, max_length=200_000, description="signed PSBT")
     tx_hex: str | None = Field(default=None, max_length=200_000, description="signed raw tx")
+
+
+# Any body the schema allows fits, however small PAYOUTS_MAX_BODY_BYTES is.
+SUBMIT_MAX_BODY_BYTES = json_body_limit(SubmitRequest)
 
 
 class SubmitOut(BaseModel):
@@ -94,6 +99,7 @@ def claim(payout_id: uuid.UUID, session: SessionDep, principal: CanSign) -> Manu
     "destination exactly the amount (422 `wrong_payment` otherwise) and spend the reserved "
     "inputs; it is stored before it is broadcast.",
     responses=error_responses(401, 403, 404, 409, 415, 422),
+    openapi_extra=body_limit(SUBMIT_MAX_BODY_BYTES),
 )
 def submit(
     payout_id: uuid.UUID,

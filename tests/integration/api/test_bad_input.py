@@ -280,3 +280,26 @@ def test_bad_paths_and_queries_are_json_4xx(
     response = client.request(method, path, headers=bearer(keys["admin"]))
 
     assert_refused_without_change(response, status, code, before, db_snapshot(pg_db))
+
+
+def test_manual_submit_takes_a_signed_transaction_the_schema_allows(
+    client: httpx.Client, keys: dict[str, str], seeded: dict[str, str]
+) -> None:
+    # 150,000 hex characters (a transaction spending many small coins): well within the
+    # schema's 200,000, and far above the server's PAYOUTS_MAX_BODY_BYTES.
+    body = json.dumps({"tx_hex": "ab" * 75_000}).encode()
+    assert len(body) > BODY_LIMIT
+
+    submitted = client.post(
+        f"/v1/payouts/{seeded['id']}/manual/submit",
+        content=body,
+        headers=bearer(keys["signer"], **JSON),
+    )
+    created = client.post(
+        "/v1/payouts",
+        content=json.dumps({**GOOD, "metadata": {"tx_hex": "ab" * 75_000}}).encode(),
+        headers=bearer(keys["creator"], **{"Idempotency-Key": "big"}, **JSON),
+    )
+
+    assert submitted.status_code != 413, submitted.text
+    assert created.status_code == 413
