@@ -77,11 +77,29 @@ def error_response(
     )
 
 
+# What each documented error status means here (the `error.code` values in backticks).
+_DESCRIPTIONS: Mapping[int, str] = {
+    400: "Malformed request: the body is not valid JSON (`malformed_json`) or a required header "
+    "is missing (`idempotency_key_required`)",
+    401: "Missing, unknown or revoked API key (`unauthorized`)",
+    403: "The API key lacks the scope (`forbidden`) or four-eyes approval refuses it",
+    404: "No such payout (`not_found`)",
+    409: "The payout is not in a state that allows this (`invalid_state`, …)",
+    413: "The request body exceeds the route's size limit (`body_too_large`)",
+    415: "The request body is not declared JSON (`unsupported_media_type`)",
+    422: "Invalid input (`invalid_request`, …)",
+    502: "The node refused the request (`node_error`, …)",
+    503: "A service it needs (database, node) is unavailable; retry later",
+}
+# Every route that takes a body can answer these before it looks at what the body says.
+BODY_ERRORS = (400, 413, 415)
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` entries for the given error statuses, all with ERROR_SCHEMA."""
     return {
         s: {
-            "description": _STATUS_CODES.get(s, "error"),
+            "description": _DESCRIPTIONS.get(s, _STATUS_CODES.get(s, "error")),
             "content": {"application/json": {"schema": ERROR_SCHEMA}},
         }
         for s in statuses
@@ -115,6 +133,14 @@ def _intake_error_status(exc: IntakeError) -> tuple[int, str]:
     if isinstance(exc, InvalidState):
         return 409, "invalid_state"
     return 400, "bad_request"
+
+
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+
+
+def _is_missing_header(err: Mapping[str, Any], name: str) -> bool:
+    loc = tuple(err.get("loc", ()))
+    return err.get("type") == "missing" and loc == ("header", name)
 
 
 def _describe_validation_errors(errors: Sequence[Any]) -> str:
@@ -156,6 +182,11 @@ def install_error_handlers(app: FastAPI) -> None:
                 return error_response(
                     400, "malformed_json", f"request body is not valid JSON: {detail}".rstrip(": ")
                 )
+        if len(errors) == 1 and _is_missing_header(errors[0], IDEMPOTENCY_KEY_HEADER):
+            # Required in OpenAPI; a request without it gets the 400 it always got.
+            return error_response(
+                400, "idempotency_key_required", "the Idempotency-Key header is required"
+            )
         return error_response(422, "invalid_request", _describe_validation_errors(errors))
 
     @app.exception_handler(StarletteHTTPException)

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     max_body_bytes: int = 16_384
+    # Empty: /metrics is open. Set: /metrics needs `Authorization: Bearer <token>`.
+    metrics_token: SecretStr = SecretStr("")
 
     flower_user: str = "ops"
     flower_password: SecretStr = SecretStr("")

@@ -37,6 +37,9 @@ MAX_METADATA_DEPTH = 16
 MAX_REASON_LENGTH = 500
 # The idempotency_keys.key column is VARCHAR(255).
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# validate_idempotency_key's rule as a regex, for the OpenAPI document: printable ASCII. No
+# leading or trailing space, which HTTP strips from header values before we see them.
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]([ -~]*[!-~])?$"
 
 
 class ValidationError(ValueError):

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import CanSign
 from api.deps import SessionDep, require_json_body
-from api.errors import ApiError, error_responses
+from api.errors import BODY_ERRORS, ApiError, error_responses
 from api.limits import body_limit, json_body_limit
 from shared import manual
 from shared.node import NodeClient
@@ -98,7 +98,7 @@ def claim(payout_id: uuid.UUID, session: SessionDep, principal: CanSign) -> Manu
     description="Needs `payouts:sign` and the manual claim. The transaction must pay the "
     "destination exactly the amount (422 `wrong_payment` otherwise) and spend the reserved "
     "inputs; it is stored before it is broadcast.",
-    responses=error_responses(401, 403, 404, 409, 415, 422),
+    responses=error_responses(*BODY_ERRORS, 401, 403, 404, 409, 422, 503),
     openapi_extra=body_limit(SUBMIT_MAX_BODY_BYTES),
 )
 def submit(
@@ -130,7 +130,7 @@ def submit(
     summary="Give a manual claim back",
     description="Needs `payouts:sign` and the claim. The PSBT's inputs stay reserved: the next "
     "claim gets a PSBT on the same inputs, so the released one can never also confirm.",
-    responses=error_responses(401, 403, 404, 409),
+    responses=error_responses(401, 403, 404, 409, 422, 503),
 )
 def release(payout_id: uuid.UUID, session: SessionDep, principal: CanSign) -> ReleaseOut:
     try:

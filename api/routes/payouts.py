@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Header, Query, Response
 
 from api.auth import CanApprove, CanCreate, CanRead
 from api.deps import SessionDep, require_json_body
-from api.errors import ApiError, error_responses
+from api.errors import BODY_ERRORS, IDEMPOTENCY_KEY_HEADER, ApiError, error_responses
 from api.schemas import (
     ApprovedPayoutOut,
     CancelRequest,
@@ -26,6 +26,7 @@ from api.schemas import (
 )
 from shared import dispatch, intake
 from shared.models import PayoutState, Route
+from shared.validation import IDEMPOTENCY_KEY_PATTERN, MAX_IDEMPOTENCY_KEY_LENGTH
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ JsonBody = Annotated[None, Depends(require_json_body)]
             "description": "Replay of an earlier request with the same key and body",
             "model": PayoutOut,
         },
-        **error_responses(400, 401, 403, 413, 415, 422),
+        **error_responses(*BODY_ERRORS, 401, 403, 422, 503),
     },
 )
 def create_payout(
@@ -60,11 +61,19 @@ def create_payout(
     principal: CanCreate,
     _json: JsonBody,
     idempotency_key: Annotated[
-        str | None,
-        Header(alias="Idempotency-Key", description="Client-chosen, unique per payout (≤255)"),
-    ] = None,
+        str,
+        Header(
+            alias=IDEMPOTENCY_KEY_HEADER,
+            description="Client-chosen, unique per payout: 1-255 printable ASCII characters",
+            # Documented here, checked by shared.validation (one rule, its own messages).
+            json_schema_extra={
+                "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
+                "pattern": IDEMPOTENCY_KEY_PATTERN,
+            },
+        ),
+    ],
 ) -> PayoutOut:
-    if not idempotency_key:
+    if not idempotency_key:  # present but empty (missing is answered in api.errors)
         raise ApiError(400, "idempotency_key_required", "the Idempotency-Key header is required")
     payout, created = intake.create_payout_idempotent(
         session,
@@ -87,7 +96,7 @@ def create_payout(
     response_model=PayoutPage,
     summary="List payouts",
     description="Needs `payouts:read`. Oldest first; filter by `state`; follow `next_cursor`.",
-    responses=error_responses(401, 403, 422),
+    responses=error_responses(401, 403, 422, 503),
 )
 def list_payouts(
     session: SessionDep,
@@ -105,7 +114,7 @@ def list_payouts(
     response_model=PayoutOut,
     summary="Get a payout",
     description="Needs `payouts:read`.",
-    responses=error_responses(401, 403, 404, 422),
+    responses=error_responses(401, 403, 404, 422, 503),
 )
 def get_payout(payout_id: uuid.UUID, session: SessionDep, _: CanRead) -> PayoutOut:
     return serialize_payout(session, intake.get_payout(session, payout_id))
@@ -116,7 +125,7 @@ def get_payout(payout_id: uuid.UUID, session: SessionDep, _: CanRead) -> PayoutO
     response_model=EventList,
     summary="Audit trail of a payout",
     description="Needs `payouts:read`. One entry per state transition, oldest first.",
-    responses=error_responses(401, 403, 404, 422),
+    responses=error_responses(401, 403, 404, 422, 503),
 )
 def list_events(payout_id: uuid.UUID, session: SessionDep, _: CanRead) -> EventList:
     events = intake.list_events(session, payout_id)
@@ -132,7 +141,7 @@ def list_events(payout_id: uuid.UUID, session: SessionDep, _: CanRead) -> EventL
     "the route. `processing: automatic` means a worker pays it (there is nothing to sign); "
     "`processing: manual` comes with `claim_url` for a signer. 409 in any other state; 403 "
     "`four_eyes` when four-eyes approval is on and the approver created the payout.",
-    responses=error_responses(401, 403, 404, 409, 422),
+    responses=error_responses(401, 403, 404, 409, 422, 503),
 )
 def approve_payout(
     payout_id: uuid.UUID, session: SessionDep, principal: CanApprove
@@ -170,7 +179,7 @@ def approve_payout(
     description="Needs `payouts:approve` (whoever may approve may also refuse). Only before "
     "any claim: from `awaiting_approval` or `approved`; 409 `invalid_state` otherwise. An "
     'optional body `{"reason": ...}` is recorded in the audit trail.',
-    responses=error_responses(401, 403, 404, 409, 415, 422),
+    responses=error_responses(*BODY_ERRORS, 401, 403, 404, 409, 422, 503),
 )
 def cancel_payout(
     payout_id: uuid.UUID,
