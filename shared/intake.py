@@ -88,6 +88,22 @@ class InvalidState(IntakeError):
         self.allowed_from = allowed_from
 
 
+class PsbtHandedOut(InvalidState):
+    """A manual PSBT for this payout was handed out: cancelling would let it pay anyway."""
+
+    def __init__(self, payout: Payout) -> None:
+        IntakeError.__init__(
+            self,
+            f"cannot cancel payout {payout.id}: a PSBT spending {payout.reserved_inputs} was "
+            "handed out for manual signing and may already be signed. Cancelled, it could still "
+            "be broadcast and pay, and a re-issued payout would pay the destination twice. "
+            "Leave it approved, or have a signer claim and pay it.",
+        )
+        self.action = "cancel"
+        self.current_state = payout.state
+        self.allowed_from = CANCELLABLE
+
+
 @dataclass(frozen=True)
 class Page:
     items: list[Payout]
@@ -333,11 +349,14 @@ def _serialize_automatic_budget(session: Session) -> None:
 
 
 def cancel(session: Session, payout_id: uuid.UUID, actor: str, reason: str | None = None) -> Payout:
-    """Cancel a payout that nobody has claimed yet (awaiting_approval or approved)."""
+    """Cancel a payout that nobody holds (awaiting_approval or approved) and for which no
+    manual PSBT was ever handed out."""
     reason = validate_reason(reason)
     payout = get_payout(session, payout_id)
     if payout.state not in CANCELLABLE:
         raise _cancel_refused(payout)
+    if payout.reserved_inputs:
+        raise PsbtHandedOut(payout)
     cancelled = transition(
         session,
         payout_id,
@@ -345,10 +364,14 @@ def cancel(session: Session, payout_id: uuid.UUID, actor: str, reason: str | Non
         target=S.CANCELLED,
         actor=actor,
         reason=reason or "cancelled",
+        # Nothing changed since the read: a claim and release in between would have handed
+        # out a PSBT (reserved inputs) that this cancel did not see.
+        guards=[Payout.version == payout.version],
     )
     if not cancelled:
         # A worker or a human claimed it between our read and our CAS: the claim wins.
-        raise _cancel_refused(get_payout(session, payout_id))
+        current = get_payout(session, payout_id)
+        raise PsbtHandedOut(current) if current.reserved_inputs else _cancel_refused(current)
     return get_payout(session, payout_id)
 
 

@@ -38,6 +38,7 @@ from shared.node.coin_locks import unlock_quietly
 from shared.node.errors import InsufficientFunds, NodeError, NodeUnavailable
 from shared.payment_check import PaymentMismatch, check_against_wallet
 from shared.settings import Settings
+from shared.signature_check import check_signatures_cover_everything
 
 S = PayoutState
 
@@ -323,6 +324,7 @@ def _checked_tx(
     except NodeError as exc:
         raise ManualRouteError(422, "invalid_transaction", exc.message) from exc
     try:
+        check_signatures_cover_everything(raw_hex)
         check_against_wallet(session, node, decoded.outputs, {held.destination: held.amount_sats})
     except PaymentMismatch as exc:
         raise ManualRouteError(422, exc.code, exc.message) from exc

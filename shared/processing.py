@@ -37,6 +37,7 @@ from shared.node.coin_locks import unlock_quietly
 from shared.node.errors import InsufficientFunds, InvalidAddress, NodeError, NodeUnavailable
 from shared.payment_check import PaymentMismatch, check_against_wallet
 from shared.settings import Settings
+from shared.signature_check import check_signatures_cover_everything
 from shared.state_machine import transition
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ def build_and_sign(node: NodeClient, settings: Settings, claim: Claim) -> Signed
         locked = node.decode_raw_transaction(funded.hex).inputs
         signed_hex = node.sign_raw_transaction_with_wallet(funded.hex)
         decoded = node.decode_raw_transaction(signed_hex)
-        _check_pays_exactly(node, decoded, claim)
+        _check_pays_exactly(node, signed_hex, decoded, claim)
     except BaseException:
         # Unsent, unpersisted: give the coins back so other payouts can use them.
         unlock_quietly(node, locked)
@@ -169,10 +170,13 @@ def build_and_sign(node: NodeClient, settings: Settings, claim: Claim) -> Signed
     )
 
 
-def _check_pays_exactly(node: NodeClient, decoded: DecodedTx, claim: Claim) -> None:
+def _check_pays_exactly(
+    node: NodeClient, signed_hex: str, decoded: DecodedTx, claim: Claim
+) -> None:
     """The same rule the manual route applies to a signer's transaction: the payment, and
     nothing but change. A mismatch here would be a wallet bug; never sign past it."""
     try:
+        check_signatures_cover_everything(signed_hex)
         with session_scope() as session:
             check_against_wallet(
                 session, node, decoded.outputs, {claim.destination: claim.amount_sats}

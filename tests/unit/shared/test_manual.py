@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from embit.transaction import Transaction as EmbitTx
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -234,9 +235,7 @@ class TestSignerMistakes:
         message = refused(session, node, payout, "invalid_psbt", psbt=garbage)
         assert message.startswith("not a valid PSBT: TX decode failed")
 
-    def test_an_unsigned_transaction_is_rejected_by_the_node(
-        self, session: Session, node: NodeClient
-    ) -> None:
+    def test_an_unsigned_transaction_is_refused(self, session: Session, node: NodeClient) -> None:
         payout = manual_payout(session)
         held = claim(session, node, payout)
         total = sum(value_of(node, i) for i in held.inputs)
@@ -244,7 +243,17 @@ class TestSignerMistakes:
             {payout.destination: AMOUNT, node.get_new_address(): total - AMOUNT - FEE},
             held.inputs,
         )
-        message = refused(session, node, payout, "rejected_by_node", tx_hex=unsigned)
+        refused(session, node, payout, "unsigned_input", tx_hex=unsigned)
+
+    def test_a_transaction_whose_signature_does_not_verify_is_rejected_by_the_node(
+        self, session: Session, node: NodeClient
+    ) -> None:
+        payout = manual_payout(session)
+        held = claim(session, node, payout)
+        signed = EmbitTx.from_string(spend(node, held.inputs, {payout.destination: AMOUNT}))
+        change = next(o for o in signed.vout if o.value != AMOUNT)
+        change.value -= 1  # after signing: the SIGHASH_ALL signature no longer matches
+        message = refused(session, node, payout, "rejected_by_node", tx_hex=signed.to_string())
         assert "would not accept" in message
 
     def test_a_fee_over_the_cap_is_refused(self, session: Session, node: NodeClient) -> None:

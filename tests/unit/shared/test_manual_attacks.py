@@ -361,6 +361,38 @@ class TestCancelWhilePsbtOut:
         session.rollback()
         assert state_of(session, payout) == S.CLAIMED
 
+    def test_cancel_after_release_with_a_signed_psbt_out_never_pays_the_destination_twice(
+        self, session: Session, node: NodeClient
+    ) -> None:
+        """A signer signs the PSBT (keeping a copy) and releases; the approver cancels the
+        payout and the business re-creates it; the copy is broadcast later."""
+        payout = manual_payout(session)
+        first = claim(session, node, payout)
+        old_signed, _ = node.wallet_process_psbt(first.psbt)
+        manual.release(session, payout.id, "signer")
+        try:
+            intake.cancel(session, payout.id, "treasury", "wrong amount, will re-issue")
+            session.commit()
+        except InvalidState as refusal:
+            session.rollback()
+            assert "PSBT" in refusal.message
+            return  # refused: a payout whose PSBT was handed out is not cancelled blindly
+        assert state_of(session, payout) == S.CANCELLED
+        again = manual_payout(session)
+        again.destination = payout.destination  # the same person and amount, re-issued
+        session.commit()
+        held = claim(session, node, again, key="signer2")
+        assert not set(held.inputs) & set(first.inputs)  # nothing ties the two together
+        signed, _ = node.wallet_process_psbt(held.psbt)
+        submit(session, node, again, key="signer2", psbt=signed)
+        old_hex = node.finalize_psbt(old_signed)[0]
+        assert old_hex is not None
+        with contextlib.suppress(NodeError):
+            node.send_raw_transaction(old_hex)  # the released copy, broadcast by anyone
+        node.generate_to_address(1, node.get_new_address())
+        paid = ledger(node, payout.destination)
+        assert len(paid) == 1, f"destination paid {len(paid)} times: {paid}"
+
     def test_a_node_restart_does_not_let_a_worker_style_build_reuse_reserved_inputs(
         self, session: Session, node: NodeClient
     ) -> None:
@@ -392,3 +424,64 @@ def test_an_unreserved_coin_alone_is_refused_even_paying_exactly(
     held = claim(session, node, payout)
     raw = spend(node, [other_coin(node, held.inputs)], {payout.destination: AMOUNT}, change=None)
     refused(session, node, payout, "must_spend_reserved_inputs", tx_hex=raw)
+
+
+def signed_with(node: NodeClient, psbt: str, sighash: str) -> str:
+    result = node.call("walletprocesspsbt", psbt, True, sighash)
+    assert result["complete"], result
+    return str(result["hex"])
+
+
+class TestSighash:
+    """A signature that does not commit to every output lets anyone who sees the transaction
+    (any mempool observer, under full RBF) rewrite the uncommitted outputs and re-broadcast it
+    with a slightly higher fee: money leaves to an address no payout names."""
+
+    @pytest.mark.parametrize(
+        "sighash", ["NONE", "NONE|ANYONECANPAY", "SINGLE", "SINGLE|ANYONECANPAY"]
+    )
+    def test_a_signature_not_committing_to_all_outputs_cannot_be_stolen_from(
+        self, session: Session, node: NodeClient, sighash: str
+    ) -> None:
+        payout = manual_payout(session)
+        held = claim(session, node, payout)
+        raw = signed_with(node, held.psbt, sighash)
+        try:
+            done = submit(session, node, payout, tx_hex=raw)
+        except manual.ManualRouteError as refusal:
+            assert refusal.code == "sighash_not_all", refusal.message
+            assert mempool(node) == []
+            return  # refused: nothing can be rewritten
+        assert done.txid in mempool(node)
+        # A stranger watching the mempool rewrites what the signatures do not cover.
+        thief = external_address()
+        tx = EmbitTx.parse(bytes.fromhex(raw))
+        thief_script = Script(bytes.fromhex(node.get_address_info(thief)["scriptPubKey"]))
+        uncommitted = [
+            n for n in range(len(tx.vout)) if not (sighash.startswith("SINGLE") and n == 0)
+        ]
+        for n in uncommitted:
+            tx.vout[n].script_pubkey = thief_script
+        tx.vout[uncommitted[0]].value -= 5_000  # a higher fee, so the replacement wins
+        with contextlib.suppress(NodeError):
+            node.send_raw_transaction(tx.serialize().hex())
+        node.generate_to_address(1, node.get_new_address())
+        assert ledger(node, thief) == [], f"{sighash}: a stranger took the payout's coins"
+        assert len(ledger(node, payout.destination)) == 1
+
+    @pytest.mark.parametrize("sighash", ["ALL|ANYONECANPAY"])
+    def test_anyonecanpay_is_refused(self, session: Session, node: NodeClient, sighash: str
+                                     ) -> None:  # fmt: skip
+        # ALL|ANYONECANPAY lets anyone add inputs: the txid we stored would never confirm.
+        payout = manual_payout(session)
+        held = claim(session, node, payout)
+        with pytest.raises(manual.ManualRouteError) as caught:
+            submit(session, node, payout, tx_hex=signed_with(node, held.psbt, sighash))
+        assert caught.value.code == "sighash_not_all"
+        assert mempool(node) == []
+
+    def test_sighash_all_in_a_psbt_is_accepted(self, session: Session, node: NodeClient) -> None:
+        payout = manual_payout(session)
+        held = claim(session, node, payout)
+        signed = node.call("walletprocesspsbt", held.psbt, True, "ALL")["psbt"]
+        assert submit(session, node, payout, psbt=signed).state == "broadcast"
