@@ -26,11 +26,11 @@ def create_app() -> FastAPI:
         version="1",
         description=DESCRIPTION,
     )
-    install_error_handlers(app)
     routers = (ops.router, payouts.router, manual.router)
     for router in routers:
         app.include_router(router)  # no prefix: RouteTable matches each route's own path
     routes = RouteTable(route for router in routers for route in router.routes)
+    install_error_handlers(app, routes)
     # Starlette runs the middleware added last first: authentication answers 401/403 from the
     # headers before the body limit (or anything else) looks at the body.
     app.add_middleware(

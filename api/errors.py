@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.routing import RouteTable
 from shared.intake import (
     FourEyesViolation,
     IdempotencyConflict,
@@ -159,7 +160,9 @@ def _describe_validation_errors(errors: Sequence[Any]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, routes: RouteTable | None = None) -> None:
+    """`routes`: the app's API routes, to list every allowed method in a 405's Allow."""
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
@@ -190,12 +193,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid_request", _describe_validation_errors(errors))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code
         if exc.status_code == 404 and message == "Not Found":
             message = "no such resource"
-        return error_response(exc.status_code, code, message, exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405 and routes is not None:
+            allowed = routes.allowed_methods(request.scope)
+            if allowed:
+                headers["Allow"] = ", ".join(allowed)
+                message = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
+        return error_response(exc.status_code, code, message, headers)
 
     @app.exception_handler(OperationalError)
     async def _database_unavailable(request: Request, exc: OperationalError) -> JSONResponse:

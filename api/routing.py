@@ -33,3 +33,12 @@ class RouteTable:
             )
         route: APIRoute | None = scope[_MATCHED]
         return route
+
+    def allowed_methods(self, scope: Scope) -> list[str]:
+        """Every method some route serves at this request's path (for a 405's Allow header;
+        the router's own names only the first route's, and two routes share /v1/payouts)."""
+        methods: set[str] = set()
+        for route in self.routes:
+            if route.matches(scope)[0] is not Match.NONE:
+                methods |= route.methods or set()
+        return sorted(methods)

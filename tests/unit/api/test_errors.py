@@ -146,6 +146,25 @@ def test_wrong_method_is_405_json(client: TestClient, keys: dict[str, str]) -> N
     )
 
 
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/v1/payouts", {"GET", "POST"}),  # two routes share this path
+        ("/v1/payouts/00000000-0000-4000-8000-000000000000", {"GET"}),
+        ("/v1/payouts/00000000-0000-4000-8000-000000000000/cancel", {"POST"}),
+    ],
+)
+def test_405_allow_lists_every_method_of_the_path(
+    client: TestClient, keys: dict[str, str], path: str, allowed: set[str]
+) -> None:
+    # Found by Schemathesis: Allow named only the first route's methods (POST, not GET).
+    for method in ("DELETE", "PUT", "OPTIONS"):
+        response = client.request(method, path, headers=bearer(keys["admin"]))
+
+        assert_error(response, 405, "method_not_allowed")
+        assert {m.strip() for m in response.headers["allow"].split(",")} == allowed
+
+
 def test_unexpected_failure_is_a_json_500_without_internals(
     client: TestClient, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
