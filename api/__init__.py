@@ -1,1 +1,2 @@
-"""HTTP API (DESIGN §10): translates requests into calls on `shared/`; no business rules."""
+"""HTTP API (docs/architecture.md §10): translates requests into calls on `shared/`; no business
+rules."""

@@ -1,7 +1,7 @@
 """Per-request dependencies: the DB session and the JSON content-type check.
 
-Routes that change state call `session.commit()` themselves, because some work must happen
-only after the commit (publishing a Celery message, DESIGN §6). The dependency only closes
+Routes that change state call `session.commit()` themselves, because some work must happen only
+after the commit (publishing a Celery message, docs/architecture.md §6). The dependency only closes
 the session; anything not committed by then is rolled back.
 """
 

@@ -1,4 +1,4 @@
-"""`payouts` — one entry point for every process of the system (DESIGN §11).
+"""`payouts` — one entry point for every process of the system (docs/architecture.md §12).
 
 Each verb imports its module lazily so `payouts migrate` does not pay for FastAPI or Celery.
 """

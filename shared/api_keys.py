@@ -1,4 +1,4 @@
-"""API keys: creation, verification, revocation (DESIGN §10).
+"""API keys: creation, verification, revocation (docs/architecture.md §10).
 
 A secret looks like `pp_<prefix>_<random>`. The 8-hex-char prefix is stored in clear and
 used to find the row; only the SHA-256 of the whole secret is stored, so a database leak does

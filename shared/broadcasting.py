@@ -1,8 +1,9 @@
-"""Sending persisted transactions, and deciding when one is provably dead (DESIGN §5, §6.5).
+"""Sending persisted transactions, and deciding when one is provably dead (docs/architecture.md §5,
+§6).
 
-Only bytes stored in `transactions` are ever sent, so a retry by anyone re-sends the same
-txid. A timeout or a dropped reply proves nothing: the transaction stays `signed` and the
-rebroadcast task sends the same bytes again later.
+Only bytes stored in `transactions` are ever sent, so a retry by anyone re-sends the same txid. A
+timeout or a dropped reply proves nothing: the transaction stays `signed` and the rebroadcast task
+sends the same bytes again later.
 """
 
 from __future__ import annotations
@@ -174,9 +175,10 @@ def mark_dead(
 ) -> None:
     """Record a proven-dead transaction; its payouts go to `failed` with the reason.
 
-    DESIGN §5: before calling it a loss, look at what beat us. A conflicting transaction that
-    pays the payout's destination the exact amount (e.g. a released manual PSBT someone
-    broadcast themselves) means the payout WAS paid: the reason says so, so nobody re-sends.
+    docs/architecture.md §5: before calling it a loss, look at what beat us. A conflicting
+    transaction that pays the payout's destination the exact amount (e.g. a released manual
+    PSBT someone broadcast themselves) means the payout WAS paid: the reason says so, so nobody
+    re-sends.
     """
     dead_reason = proof.reason(tx.txid)
     session.execute(

@@ -1,4 +1,5 @@
-"""Celery configuration shared by the publisher side (API, sweeper) and the workers (DESIGN §9).
+"""Celery configuration shared by the publisher side (API, sweeper) and the workers
+(docs/architecture.md §9).
 
 Both sides must agree on broker, serializer and transport options, so they are built here once.
 """

@@ -1,9 +1,9 @@
 """Who may pay a payout: the claim, its lease, and the fenced persist of a signed transaction.
 
-Both senders (a worker, a human with the manual route) claim through the same CAS on
-`approved` (DESIGN §5.3), so exactly one of them ever gets something to sign. The claim token
-written by the claim is the fencing token checked when the signed transaction is persisted:
-a holder whose lease was taken over cannot persist, and only persisted bytes are broadcast.
+Both senders (a worker, a human with the manual route) claim through the same CAS on `approved`
+(docs/architecture.md §5.3), so exactly one of them ever gets something to sign. The claim token
+written by the claim is the fencing token checked when the signed transaction is persisted: a holder
+whose lease was taken over cannot persist, and only persisted bytes are broadcast.
 """
 
 from __future__ import annotations

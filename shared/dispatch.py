@@ -1,8 +1,8 @@
 """Publishing Celery messages from outside the worker (the API, the demo, the sweeper).
 
-Messages are sent by task *name*, so the API never imports worker code. Call these only
-after the DB transaction that justifies the message has committed (DESIGN §6): a message for
-an uncommitted approval could be processed against a row that is never committed.
+Messages are sent by task *name*, so the API never imports worker code. Call these only after the DB
+transaction that justifies the message has committed (docs/architecture.md §6): a message for an
+uncommitted approval could be processed against a row that is never committed.
 """
 
 from __future__ import annotations

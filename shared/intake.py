@@ -1,7 +1,8 @@
-"""Payout intake and approval: the business rules behind the HTTP API (DESIGN §6, §10).
+"""Payout intake and approval: the business rules behind the HTTP API (docs/architecture.md §6,
+§10).
 
-Functions take a Session and never commit: the caller owns the unit of work, so it can
-publish Celery messages only after its commit succeeded (DESIGN §6). Every state change goes
+Functions take a Session and never commit: the caller owns the unit of work, so it can publish
+Celery messages only after its commit succeeded (docs/architecture.md §6). Every state change goes
 through `shared.state_machine`.
 """
 

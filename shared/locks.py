@@ -1,4 +1,4 @@
-"""The per-payout Redis lock (DESIGN §6 step 1).
+"""The per-payout Redis lock (docs/architecture.md §6 step 1).
 
 The lock only cuts contention between duplicate messages; the DB compare-and-set is the
 guarantee. So when Redis itself is unreachable we log and carry on without the lock rather

@@ -1,4 +1,5 @@
-"""Periodic recovery work run by beat on the `maintenance` queue (DESIGN §6, last paragraph).
+"""Periodic recovery work run by beat on the `maintenance` queue (docs/architecture.md §6, last
+paragraph).
 
 Each job is idempotent and bounded per run, so overlapping runs or a crash mid-run are fine.
 """

@@ -1,12 +1,12 @@
-"""The manual signing route (DESIGN §7): PSBT out to a human's signer, signed tx back in.
+"""The manual signing route (docs/architecture.md §7): PSBT out to a human's signer, signed tx back
+in.
 
-These functions commit on the session they are given, at the points the safety argument needs
-(the claim together with its PSBT's reserved inputs; the signed bytes before they are
-broadcast).
+These functions commit on the session they are given, at the points the safety argument needs (the
+claim together with its PSBT's reserved inputs; the signed bytes before they are broadcast).
 
-It claims through the same CAS as the workers, and refuses — with a reason an operator can act
-on — any payout a worker holds or will hold. That refusal, on the server, is what makes
-BTCPay's "Approve & Send" double payment impossible here.
+It claims through the same CAS as the workers, and refuses — with a reason an operator can act on —
+any payout a worker holds or will hold. That refusal, on the server, is what makes BTCPay's "Approve
+& Send" double payment impossible here.
 """
 
 from __future__ import annotations

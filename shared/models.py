@@ -1,4 +1,5 @@
-"""SQLAlchemy 2.0 models (DESIGN §3). The schema itself is created by the Alembic migration."""
+"""SQLAlchemy 2.0 models (docs/architecture.md §3). The schema itself is created by the Alembic
+migration."""
 
 from __future__ import annotations
 
@@ -91,7 +92,8 @@ class Payout(Base):
     claim_token: Mapped[str | None] = mapped_column(String(64), default=None)
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
     # Outpoints ("txid:vout") promised to this payout by an unsubmitted manual PSBT. A later
-    # PSBT must spend the same ones, so at most one of them can ever confirm (DESIGN §5.2).
+    # PSBT must spend the same ones, so at most one of them can ever confirm
+    # (docs/architecture.md §7).
     reserved_inputs: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     tx_id: Mapped[uuid.UUID | None] = mapped_column(

@@ -1,4 +1,4 @@
-"""The automatic route: what one `process_payout` message does (DESIGN §6).
+"""The automatic route: what one `process_payout` message does (docs/architecture.md §6).
 
 lock → claim (CAS) → build + sign with the hot wallet → persist signed (CAS with the claim
 token) → broadcast the persisted bytes. Each step is safe to repeat, so a redelivered or

@@ -1,4 +1,4 @@
-"""Reconciliation against the node's ledger: the exactly-once oracle (DESIGN §12).
+"""Reconciliation against the node's ledger: the exactly-once oracle (docs/architecture.md §13).
 
 It reads the node's wallet, never our database, so it can catch what our DB got wrong.
 

@@ -1,4 +1,4 @@
-"""Runtime settings, read from `PAYOUTS_*` environment variables (DESIGN §11).
+"""Runtime settings, read from `PAYOUTS_*` environment variables (docs/architecture.md §12).
 
 Defaults work on a developer machine (SQLite file, local Redis, the simulated regtest node on
 its default port). Production values are documented in the README.

@@ -1,4 +1,4 @@
-"""The payout state machine (DESIGN §4). The only code that writes `payouts.state`.
+"""The payout state machine (docs/architecture.md §4). The only code that writes `payouts.state`.
 
 Every transition is a single compare-and-set UPDATE: `WHERE id = :id AND state IN (:expected)`
 plus any extra guard the caller needs (claim token, lease expiry). The row count tells whether

@@ -1,4 +1,4 @@
-"""Manual signing routes (DESIGN §7): claim → PSBT out, submit ← signed, release.
+"""Manual signing routes (docs/architecture.md §7): claim → PSBT out, submit ← signed, release.
 
 The rules (who may claim, what a submitted transaction must pay) live in `shared.manual`;
 this module only maps HTTP to it. Every route needs the `payouts:sign` scope.

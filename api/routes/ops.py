@@ -1,4 +1,4 @@
-"""Operational endpoints: liveness, readiness and Prometheus metrics (DESIGN §10).
+"""Operational endpoints: liveness, readiness and Prometheus metrics (docs/architecture.md §10).
 
 None of them needs an API key: probes and Prometheus run without one. Keep them on the
 internal network (the README says how); they reveal no secrets, only health and totals.

@@ -1,4 +1,4 @@
-"""Payout intake and approval routes (DESIGN §10). Each route authenticates, calls one
+"""Payout intake and approval routes (docs/architecture.md §10). Each route authenticates, calls one
 function of `shared.intake`, commits, and serializes; domain errors map to HTTP in api.errors.
 """
 
@@ -148,7 +148,7 @@ def approve_payout(
 ) -> ApprovedPayoutOut:
     payout, route = intake.approve(session, payout_id, principal.name)
     # Commit before publishing: a worker must never see a message for an approval that
-    # could still roll back (DESIGN §6).
+    # could still roll back (docs/architecture.md §6).
     session.commit()
     if route is Route.AUTOMATIC:
         try:

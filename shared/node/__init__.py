@@ -1,5 +1,5 @@
-"""The bitcoind client the workers and the API use (DESIGN §8): `NodeClient`, typed errors
-in `shared.node.errors`, satoshi/BTC conversions in `shared.node.amounts`."""
+"""The bitcoind client the workers and the API use (docs/architecture.md §8): `NodeClient`, typed
+errors in `shared.node.errors`, satoshi/BTC conversions in `shared.node.amounts`."""
 
 from shared.node.client import DecodedTx, FundedPsbt, FundedTx, NodeClient, TxOutput
 

@@ -1,4 +1,4 @@
-"""Satoshis inside the project, Decimal BTC only at the RPC boundary (DESIGN §8)."""
+"""Satoshis inside the project, Decimal BTC only at the RPC boundary (docs/architecture.md §8)."""
 
 from __future__ import annotations
 

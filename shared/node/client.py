@@ -1,4 +1,4 @@
-"""The project's bitcoind client (DESIGN §8): one class over python-bitcoinrpc's
+"""The project's bitcoind client (docs/architecture.md §8): one class over python-bitcoinrpc's
 `AuthServiceProxy`.
 
 - A fresh HTTP connection per call: the proxy is not thread safe and a kept-alive socket
@@ -55,7 +55,8 @@ READ_ONLY_METHODS = frozenset({
     "getrawtransaction", "gettransaction", "getmempoolentry", "getrawmempool",
     "estimatesmartfee", "gettxout", "listtransactions", "listsinceblock", "uptime", "help",
 })
-assert "sendrawtransaction" not in READ_ONLY_METHODS  # DESIGN §8: never retried blindly
+if "sendrawtransaction" in READ_ONLY_METHODS:  # docs/architecture.md §8: never retried blindly
+    raise RuntimeError("sendrawtransaction must never be retried: it is not read-only")
 
 RETRY_BACKOFF_SECONDS = 0.2
 

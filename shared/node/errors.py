@@ -1,4 +1,5 @@
-"""Typed node errors: the cases a payout worker must tell apart (DESIGN §6 step 5, §8).
+"""Typed node errors: the cases a payout worker must tell apart (docs/architecture.md §6 step 5,
+§8).
 
 Every error carries bitcoind's JSON-RPC `code` (None when there was no JSON-RPC reply) and
 `message`. Messages never contain the node URL's password.

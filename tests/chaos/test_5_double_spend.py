@@ -2,7 +2,7 @@
 
 The victims must end `failed` with a reason naming the conflicting spend, with nothing paid to
 their destinations: their transaction is proven dead, and a new one would need a human's
-decision (DESIGN §4, §5.2). Every other payout is paid exactly once.
+decision (docs/architecture.md §4, §5.2). Every other payout is paid exactly once.
 """
 
 from __future__ import annotations

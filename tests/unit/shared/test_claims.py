@@ -1,4 +1,5 @@
-"""Claims: one sender wins the CAS on `approved`; the token fences persisting (DESIGN §5.3)."""
+"""Claims: one sender wins the CAS on `approved`; the token fences persisting (docs/architecture.md
+§5.3)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The payout state machine: every allowed transition works and is audited; every refused
-one changes nothing (DESIGN §4)."""
+one changes nothing (docs/architecture.md §4)."""
 
 from __future__ import annotations
 
