@@ -9,7 +9,7 @@ from api.errors import install_error_handlers
 from api.limits import BodySizeLimitMiddleware
 from api.routes import manual, ops, payouts
 from api.routing import RouteTable
-from shared.settings import get_settings
+from shared.infra.settings import get_settings
 
 DESCRIPTION = """
 Intake, approval and signing of on-chain Bitcoin payouts, each paid exactly once.

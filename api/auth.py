@@ -30,9 +30,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.deps import SessionDep
 from api.errors import ApiError, database_unavailable, error_response
 from api.routing import RouteTable
-from shared import api_keys
-from shared.api_keys import SCOPES, Principal
-from shared.db import get_sessionmaker
+from shared.infra.db import get_sessionmaker
+from shared.intake import api_keys
+from shared.intake.api_keys import SCOPES, Principal
 
 __all__ = ["AuthenticationMiddleware", "Principal", "require_scope"]
 

@@ -14,7 +14,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
-from shared.db import get_sessionmaker
+from shared.infra.db import get_sessionmaker
 
 
 def get_session() -> Iterator[Session]:

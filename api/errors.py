@@ -18,14 +18,14 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.routing import RouteTable
-from shared.intake import (
+from shared.core.validation import ValidationError
+from shared.intake.payouts import (
     FourEyesViolation,
     IdempotencyConflict,
     IntakeError,
     InvalidState,
     PayoutNotFound,
 )
-from shared.validation import ValidationError
 
 log = logging.getLogger(__name__)
 

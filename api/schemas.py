@@ -10,9 +10,9 @@ from typing import Any, Literal, overload
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from sqlalchemy.orm import Session
 
-from shared.intake import transaction_ids
-from shared.models import Payout, PayoutEvent, PayoutState, Route
-from shared.validation import MAX_REASON_LENGTH
+from shared.core.models import Payout, PayoutEvent, PayoutState, Route
+from shared.core.validation import MAX_REASON_LENGTH
+from shared.intake.payouts import transaction_ids
 
 
 class CreatePayoutRequest(BaseModel):

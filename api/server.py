@@ -5,20 +5,20 @@ from __future__ import annotations
 import uvicorn
 
 from api.app import create_app
-from shared.health import start_gate
-from shared.logging_setup import configure_logging
-from shared.settings import get_settings
+from shared.infra.log_setup import configure_logging
+from shared.infra.settings import get_settings
+from shared.ops.health import start_gate
 
 
 def serve(host: str | None = None, port: int | None = None) -> int:
     """Run until interrupted. Returns 0 after a clean shutdown, non-zero if the server never
     started: the port is taken, the database is unreachable, or the node is on another chain
-    than PAYOUTS_NETWORK (see shared.health for the codes)."""
+    than PAYOUTS_NETWORK (see shared.ops.health for the codes)."""
     settings = get_settings()
     # One log format for the whole process (JSON lines unless PAYOUTS_LOG_JSON=false):
     # log_config=None stops uvicorn installing its own handlers, so its loggers propagate here.
     configure_logging(settings.log_level, settings.log_json)
-    # Exit codes: shared.health.EXIT_SERVICE_UNREACHABLE (4), EXIT_WRONG_NETWORK (5).
+    # Exit codes: shared.ops.health.EXIT_SERVICE_UNREACHABLE (4), EXIT_WRONG_NETWORK (5).
     refused = start_gate("api", settings)
     if refused:
         return refused

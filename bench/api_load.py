@@ -14,8 +14,8 @@ from bench.procfs import CpuMeter, largest, process_tree_peaks
 from bench.services import database_backends
 from cli.embedded import free_port
 from cli.processes import ManagedProcess, api_argv, wait_for_http
-from shared.api_keys import create_api_key
-from shared.db import session_scope
+from shared.infra.db import session_scope
+from shared.intake.api_keys import create_api_key
 
 # A bound on the load client's whole run; at tens of ms per request even the largest sane
 # --api-requests finishes far inside it.

@@ -15,8 +15,8 @@ from bench.procfs import CpuMeter, with_children
 from bench.stats import RunStats, median_run, summarize
 from bench.workers import NOOP_APP, running_workers
 from cli.processes import wait_until
-from shared.celery_config import make_celery
-from shared.settings import get_settings
+from shared.infra.celery_config import make_celery
+from shared.infra.settings import get_settings
 
 # Per task, generously: a no-op that takes longer than this means something is broken.
 SECONDS_PER_TASK_LIMIT = 0.5

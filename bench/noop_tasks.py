@@ -1,6 +1,6 @@
 """The baseline: a Celery app with one task that does nothing but say when it ran.
 
-Built by `shared.celery_config.make_celery` like the real worker app, so broker, serializer,
+Built by `shared.infra.celery_config.make_celery` like the real worker app, so broker, serializer,
 acks_late, prefetch 1, events and queues are the same; started with the same command-line
 flags (`bench.workers`), and logging is configured the same way, so per-task log lines cost
 the same. What is left between this and `payouts.process_payout` is the pipeline's own work.
@@ -17,9 +17,9 @@ import redis
 from celery import Celery
 from celery.signals import setup_logging
 
-from shared.celery_config import PAYOUTS_QUEUE, make_celery
-from shared.logging_setup import configure_logging
-from shared.settings import get_settings
+from shared.infra.celery_config import PAYOUTS_QUEUE, make_celery
+from shared.infra.log_setup import configure_logging
+from shared.infra.settings import get_settings
 
 NOOP_TASK = "bench.noop"
 # Each execution appends `[sent_at, executed_at]` here; the bench reads the list afterwards.

@@ -1,8 +1,8 @@
 """Sections 2 and 6: approved payouts paid by W real workers, approval → `broadcast`.
 
-Payouts are created and approved in the database with the same `shared.intake` calls the
+Payouts are created and approved in the database with the same `shared.intake.payouts` calls the
 API makes (one transaction per approval), then their `process_payout` messages are published
-with `shared.dispatch.enqueue_process_payout`, all at once, as the no-op baseline publishes
+with `shared.sending.dispatch.enqueue_process_payout`, all at once, as the no-op baseline publishes
 its tasks. The clock starts when a payout's message is published (the approve route publishes
 right after its commit; the approval's own cost is the API's, section 4) and stops at the
 `at` of the payout's `broadcast` row in `payout_events`, stamped by the worker that did it,
@@ -30,11 +30,11 @@ from bench.workers import PIPELINE_APP, running_workers
 from cli.addresses import external_address
 from cli.funding import fund_wallet
 from cli.processes import wait_until
-from shared import intake
-from shared.db import session_scope
-from shared.dispatch import enqueue_process_payout
-from shared.models import Payout, PayoutEvent, PayoutState
+from shared.core.models import Payout, PayoutEvent, PayoutState
+from shared.infra.db import session_scope
+from shared.intake import payouts as intake
 from shared.node import NodeClient
+from shared.sending.dispatch import enqueue_process_payout
 
 APPROVER = "bench-approver"
 CREATOR = "bench-backend"

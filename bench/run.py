@@ -96,7 +96,7 @@ def _environment(db_url: str, redis_url: str) -> dict[str, str]:
 
 def _use_environment(env: dict[str, str]) -> None:
     """The bench process talks to the same DB and broker as its children."""
-    from shared.runtime import reset_process_caches
+    from cli.caches import reset_process_caches
 
     os.environ.update({k: v for k, v in env.items() if k.startswith("PAYOUTS_")})
     reset_process_caches()

@@ -16,9 +16,9 @@ from sqlalchemy import text
 
 from cli.embedded import free_port
 from cli.processes import ManagedProcess, wait_until
-from shared.migrate import scratch_database
 from shared.node import NodeClient
 from shared.node.errors import NodeError
+from tests.support.databases import scratch_database
 
 DEFAULT_POSTGRES_ADMIN_URL = os.environ.get(
     "PAYOUTS_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -79,7 +79,7 @@ def devnode_process(workdir: Path) -> Iterator[NodeProcess]:
 
 def database_backends() -> list[int]:
     """PostgreSQL server processes serving our database (the app's settings' database)."""
-    from shared.db import session_scope
+    from shared.infra.db import session_scope
 
     with session_scope() as session:
         rows = session.execute(

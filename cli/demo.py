@@ -74,10 +74,10 @@ def _run(stack: ExitStack, workdir: Path, n_payouts: int, n_workers: int) -> int
 
     env = _environment(workdir, redis_url, devnode.wallet_url)
     os.environ.update(env)  # this process migrates and mints keys with the same settings
-    from shared.runtime import reset_process_caches
+    from cli.caches import reset_process_caches
 
     reset_process_caches()
-    from shared.migrate import upgrade
+    from shared.infra.migrate import upgrade
 
     upgrade()
     keys = _mint_keys()
@@ -124,8 +124,8 @@ def _environment(workdir: Path, redis_url: str, node_url: str) -> dict[str, str]
 
 
 def _mint_keys() -> dict[str, str]:
-    from shared.api_keys import create_api_key
-    from shared.db import session_scope
+    from shared.infra.db import session_scope
+    from shared.intake.api_keys import create_api_key
 
     wanted = {
         "backend": "payouts:create,payouts:read",
@@ -222,7 +222,7 @@ class DemoFlow:
             done = self.wait_state(payout["id"], {"broadcast", "confirmed"})
             say(f"   {payout['id']}  {done['state']:<9} txid {done['txid']}")
 
-        from shared.dispatch import enqueue_process_payout
+        from shared.sending.dispatch import enqueue_process_payout
 
         before = {p["id"]: self.get(p["id"])["txid"] for p in autos}
         for payout in autos:
@@ -276,7 +276,7 @@ class DemoFlow:
         say(f"   all {len(self.expected)} payouts confirmed")
 
         say("-- 7. the node's ledger (not our database): outputs per payout destination")
-        from shared.reconcile import judge
+        from cli.ledger import judge
 
         verdict = judge(self.node, self.expected)
         say(

@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = _parser().parse_args(args_list)
     if args.verb == "migrate":
-        from shared.migrate import upgrade
+        from shared.infra.migrate import upgrade
 
         upgrade()
         print("database schema is at the latest revision")
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve(host=args.host, port=args.port)
     if args.verb == "apikey":
-        from shared.api_keys import cli_create, cli_revoke
+        from cli.apikeys import cli_create, cli_revoke
 
         if args.apikey_verb == "create":
             return cli_create(args.name, args.scopes)

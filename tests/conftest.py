@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.runtime import reset_process_caches
+from cli.caches import reset_process_caches
 from tests.support import services
 
 

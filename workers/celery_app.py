@@ -6,10 +6,10 @@ from typing import Any
 
 from celery.signals import setup_logging, worker_process_init
 
-from shared.celery_config import MAINTENANCE_QUEUE, make_celery
-from shared.db import reset_engine_cache
-from shared.logging_setup import configure_logging
-from shared.settings import get_settings
+from shared.infra.celery_config import MAINTENANCE_QUEUE, make_celery
+from shared.infra.db import reset_engine_cache
+from shared.infra.log_setup import configure_logging
+from shared.infra.settings import get_settings
 
 settings = get_settings()
 app = make_celery("payouts")

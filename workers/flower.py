@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shared.health import start_gate
-from shared.logging_setup import configure_logging
-from shared.settings import get_settings
+from shared.infra.log_setup import configure_logging
+from shared.infra.settings import get_settings
+from shared.ops.health import start_gate
 
 # Same meaning as argparse's own exit code: the command line or settings are unusable.
 EXIT_USAGE = 2

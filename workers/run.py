@@ -1,6 +1,6 @@
 """`payouts worker` and `payouts beat`.
 
-Both pass the start-up gate first (shared.health): a service they cannot work without is
+Both pass the start-up gate first (shared.ops.health): a service they cannot work without is
 unreachable → one line naming the PAYOUTS_* setting and exit 4; the node is on another chain
 than PAYOUTS_NETWORK → exit 5. Once running, Celery reconnects to the broker by itself and
 the DB pool replaces dead connections, so an outage after start only pauses the work.
@@ -12,9 +12,9 @@ import logging
 import tempfile
 from pathlib import Path
 
-from shared.health import start_gate
-from shared.logging_setup import configure_logging
-from shared.settings import get_settings
+from shared.infra.log_setup import configure_logging
+from shared.infra.settings import get_settings
+from shared.ops.health import start_gate
 
 
 def _json_logs_from_the_start() -> None:

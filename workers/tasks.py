@@ -13,15 +13,17 @@ from celery import Task
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from shared import maintenance
-from shared.celery_config import PAYOUTS_QUEUE
-from shared.dispatch import enqueue_process_payout
-from shared.locks import named_lock
+from shared.infra.celery_config import PAYOUTS_QUEUE
+from shared.infra.locks import named_lock
+from shared.infra.settings import get_settings
 from shared.node import NodeClient
 from shared.node.errors import NodeUnavailable
-from shared.processing import Outcome
-from shared.processing import process_payout as run_process_payout
-from shared.settings import get_settings
+from shared.recovery import coin_locks, confirmations
+from shared.recovery import rebroadcast as rebroadcast_job
+from shared.recovery import sweep as sweep_job
+from shared.sending.automatic import Outcome
+from shared.sending.automatic import process_payout as run_process_payout
+from shared.sending.dispatch import enqueue_process_payout
 from workers.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,7 @@ def sweep() -> int:
     with _exclusive("sweep") as mine:
         if not mine:
             return 0
-        return maintenance.republish_unclaimed(
+        return sweep_job.republish_unclaimed(
             get_settings(), _redis(), enqueue_process_payout, queue_backlog=_payouts_backlog()
         )
 
@@ -112,15 +114,17 @@ def _payouts_backlog() -> int:
 @app.task(name="payouts.maintenance.rebroadcast", autoretry_for=INFRA_ERRORS, max_retries=3)
 def rebroadcast() -> dict[str, int]:
     with _exclusive("rebroadcast") as mine:
-        return maintenance.rebroadcast_signed(_node(), get_settings()) if mine else {}
+        return rebroadcast_job.rebroadcast_signed(_node(), get_settings()) if mine else {}
 
 
-@app.task(name="payouts.maintenance.track_confirmations", autoretry_for=INFRA_ERRORS, max_retries=3)
+@app.task(
+    name="payouts.maintenance.track_confirmations", autoretry_for=INFRA_ERRORS, max_retries=3
+)
 def track_confirmations() -> dict[str, int]:
     with _exclusive("track_confirmations") as mine:
         if not mine:
             return {}
-        report = maintenance.track_confirmations(_node(), get_settings(), _redis())
+        report = confirmations.track_confirmations(_node(), get_settings(), _redis())
     return {
         "confirmed": report.confirmed,
         "reorged": report.reorged,
@@ -137,4 +141,4 @@ def release_orphaned_locks() -> int:
     with _exclusive("release_orphaned_locks") as mine:
         if not mine:
             return 0
-        return maintenance.release_orphaned_locks(_node(), get_settings(), _redis())
+        return coin_locks.release_orphaned_locks(_node(), get_settings(), _redis())

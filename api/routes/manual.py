@@ -1,6 +1,6 @@
 """Manual signing routes (docs/architecture.md §7): claim → PSBT out, submit ← signed, release.
 
-The rules (who may claim, what a submitted transaction must pay) live in `shared.manual`;
+The rules (who may claim, what a submitted transaction must pay) live in `shared.sending.manual`;
 this module only maps HTTP to it. Every route needs the `payouts:sign` scope.
 """
 
@@ -17,9 +17,9 @@ from api.auth import CanSign
 from api.deps import SessionDep, require_json_body
 from api.errors import BODY_ERRORS, ApiError, error_responses
 from api.limits import body_limit, json_body_limit
-from shared import manual
+from shared.infra.settings import get_settings
 from shared.node import NodeClient
-from shared.settings import get_settings
+from shared.sending import manual
 
 router = APIRouter(prefix="/v1/payouts", tags=["manual signing"])
 JsonBody = Annotated[None, Depends(require_json_body)]

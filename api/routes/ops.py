@@ -21,8 +21,8 @@ from pydantic import BaseModel
 from api.auth import CHALLENGE
 from api.errors import ApiError, error_responses
 from api.schemas import Health
-from shared import health, metrics
-from shared.settings import get_settings
+from shared.infra.settings import get_settings
+from shared.ops import health, metrics
 
 router = APIRouter(tags=["ops"])
 

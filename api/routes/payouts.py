@@ -1,5 +1,6 @@
-"""Payout intake and approval routes (docs/architecture.md §10). Each route authenticates, calls one
-function of `shared.intake`, commits, and serializes; domain errors map to HTTP in api.errors.
+"""Payout intake and approval routes (docs/architecture.md §10). Each route authenticates,
+calls one function of `shared.intake.payouts`, commits, and serializes; domain errors map to
+HTTP in api.errors.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from api.schemas import (
     serialize_payout,
     serialize_payouts,
 )
-from shared import dispatch, intake
-from shared.models import PayoutState, Route
-from shared.validation import IDEMPOTENCY_KEY_PATTERN, MAX_IDEMPOTENCY_KEY_LENGTH
+from shared.core.models import PayoutState, Route
+from shared.core.validation import IDEMPOTENCY_KEY_PATTERN, MAX_IDEMPOTENCY_KEY_LENGTH
+from shared.intake import payouts as intake
+from shared.sending import dispatch
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ def create_payout(
         Header(
             alias=IDEMPOTENCY_KEY_HEADER,
             description="Client-chosen, unique per payout: 1-255 printable ASCII characters",
-            # Documented here, checked by shared.validation (one rule, its own messages).
+            # Documented here, checked by shared.core.validation (one rule, its own messages).
             json_schema_extra={
                 "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
                 "pattern": IDEMPOTENCY_KEY_PATTERN,

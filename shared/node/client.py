@@ -41,7 +41,7 @@ from shared.node.errors import (
 )
 
 if TYPE_CHECKING:
-    from shared.settings import Settings
+    from shared.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class NodeClient:
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> NodeClient:
         if settings is None:
-            from shared.settings import get_settings
+            from shared.infra.settings import get_settings
 
             settings = get_settings()
         return cls(settings.bitcoind_url.get_secret_value(),

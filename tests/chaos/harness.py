@@ -25,7 +25,7 @@ from sqlalchemy.pool import NullPool
 
 from cli.funding import fund_wallet
 from cli.processes import ManagedProcess, wait_for_worker_ready, wait_until, worker_argv
-from shared.models import Payout, PayoutEvent, Transaction
+from shared.core.models import Payout, PayoutEvent, Transaction
 from shared.node import NodeClient
 from tests.chaos.oracle import DbRow, PayoutRef, Summary, judge_run, record
 from tests.chaos.traffic import Miner, Producer

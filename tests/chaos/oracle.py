@@ -2,7 +2,7 @@
 
 Payment counts come from the node, never from our database: the simulated node's ledger
 (every output to an address no wallet owns, in the chain or the mempool) and the wallet's own
-`listsinceblock` view (`shared.reconcile.judge`). The database only supplies what the ledger
+`listsinceblock` view (`cli.ledger.judge`). The database only supplies what the ledger
 cannot know: whether an unpaid payout was explicitly `failed` with a reason.
 """
 
@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cli.ledger import judge
 from shared.node import NodeClient
-from shared.reconcile import judge
 
 # Every line printed this session, for the terminal summary (see conftest.py).
 SUMMARY_LINES: list[str] = []

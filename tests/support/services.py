@@ -53,7 +53,7 @@ def redis_reachable(url: str) -> str | None:
 
 def fresh_postgres_database() -> AbstractContextManager[str]:
     """Create an empty database, migrate it with Alembic, yield its URL, drop it after."""
-    from shared.migrate import scratch_database
+    from tests.support.databases import scratch_database
 
     return scratch_database(POSTGRES_ADMIN_URL, "payouts_test")
 

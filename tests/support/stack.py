@@ -177,9 +177,9 @@ def build_stack(*, postgres_url: str, redis_url: str, workdir: Path, **settings:
 
 
 def _mint_keys() -> dict[str, str]:
-    from shared.api_keys import create_api_key
-    from shared.db import session_scope
-    from shared.runtime import reset_process_caches
+    from cli.caches import reset_process_caches
+    from shared.infra.db import session_scope
+    from shared.intake.api_keys import create_api_key
 
     reset_process_caches()
     wanted = {

@@ -23,9 +23,9 @@ from sqlalchemy import create_engine, text
 
 from cli.embedded import free_port
 from cli.processes import ManagedProcess, wait_for_http
-from shared.api_keys import create_api_key
-from shared.celery_config import PAYOUTS_QUEUE
-from shared.db import session_scope
+from shared.infra.celery_config import PAYOUTS_QUEUE
+from shared.infra.db import session_scope
+from shared.intake.api_keys import create_api_key
 
 SERVER_SETTINGS = {
     "PAYOUTS_NETWORK": "regtest",

@@ -35,8 +35,8 @@ def test_requests_without_a_key_are_401_with_a_bearer_challenge(
 
 
 def test_a_wrong_or_revoked_key_is_401(client: httpx.Client, keys: dict[str, str]) -> None:
-    from shared.api_keys import revoke_api_key
-    from shared.db import session_scope
+    from shared.infra.db import session_scope
+    from shared.intake.api_keys import revoke_api_key
 
     forged = keys["reader"][:-4] + "AAAA"
     assert client.get("/v1/payouts", headers=bearer(forged)).status_code == 401

@@ -12,7 +12,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from shared.dispatch import PROCESS_PAYOUT_TASK
+from shared.sending.dispatch import PROCESS_PAYOUT_TASK
 from tests.integration.api.conftest import ApiServer, bearer, db_snapshot, queued_messages
 from tests.unit.shared.factories import REGTEST_P2WPKH, TESTNET_P2PKH
 

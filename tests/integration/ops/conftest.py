@@ -29,7 +29,7 @@ from cli.processes import (
     wait_until,
     worker_argv,
 )
-from shared.dispatch import reset_publisher
+from shared.sending.dispatch import reset_publisher
 from tests.integration.ops.proxy import CuttableProxy
 from tests.support.services import truncate_all
 from tests.support.stack import Stack, build_stack

@@ -8,9 +8,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from cli.processes import wait_until
-from shared.db import session_scope
-from shared.dispatch import enqueue_process_payout
-from shared.models import Transaction
+from shared.core.models import Transaction
+from shared.infra.db import session_scope
+from shared.sending.dispatch import enqueue_process_payout
 from tests.integration.ops.conftest import AUTO_MAX_SATS, OpsSystem
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

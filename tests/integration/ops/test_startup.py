@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from cli.embedded import free_port
-from shared.health import EXIT_SERVICE_UNREACHABLE, EXIT_WRONG_NETWORK
+from shared.ops.health import EXIT_SERVICE_UNREACHABLE, EXIT_WRONG_NETWORK
 from tests.integration.ops.conftest import OpsSystem, payouts_argv
 
 with warnings.catch_warnings():

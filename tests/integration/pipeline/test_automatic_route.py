@@ -5,8 +5,8 @@ from __future__ import annotations
 import concurrent.futures
 import os
 
-from shared.dispatch import enqueue_process_payout
-from shared.reconcile import judge
+from cli.ledger import judge
+from shared.sending.dispatch import enqueue_process_payout
 from tests.support.stack import Stack
 
 PAYOUTS = int(os.environ.get("PAYOUTS_TEST_BULK_PAYOUTS", "200"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.reconcile import judge
+from cli.ledger import judge
 from tests.integration.pipeline.conftest import simulated_node_only
 from tests.support.stack import Stack
 

@@ -15,13 +15,13 @@ from sqlalchemy import update
 
 from cli.addresses import external_address
 from cli.funding import fund_wallet
-from shared.claims import claim_for_worker, persist_signed_tx
-from shared.db import session_scope
-from shared.models import Payout, PayoutEvent, Route
+from shared.core.claims import claim_for_worker, persist_signed_tx
+from shared.core.models import Payout, PayoutEvent, Route
+from shared.core.state_machine import create_payout, transition
+from shared.infra.db import session_scope
+from shared.infra.settings import get_settings
 from shared.node import NodeClient
-from shared.processing import build_and_sign
-from shared.settings import get_settings
-from shared.state_machine import create_payout, transition
+from shared.sending.automatic import build_and_sign
 from tests.support.stack import COIN_SATS, node_for_tests
 
 

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 
 from cli.addresses import external_address
-from shared.dispatch import enqueue_process_payout
+from cli.ledger import LedgerVerdict, judge
 from shared.node.amounts import btc_to_sats
-from shared.reconcile import LedgerVerdict, judge
+from shared.sending.dispatch import enqueue_process_payout
 from tests.integration.pipeline.conftest import simulated_node_only
 from tests.support.stack import Stack
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from shared import dispatch
-from shared.api_keys import create_api_key
-from shared.db import get_engine, session_scope
-from shared.models import Base
+from shared.core.models import Base
+from shared.infra.db import get_engine, session_scope
+from shared.intake.api_keys import create_api_key
+from shared.sending import dispatch
 
 with warnings.catch_warnings():
     # Starlette nudges towards httpx2, which is not a project dependency; the bundled httpx
@@ -44,7 +44,7 @@ KEY_SCOPES = {
 
 
 class RecordingPublisher:
-    """Stands in for `shared.dispatch.enqueue_process_payout`."""
+    """Stands in for `shared.sending.dispatch.enqueue_process_payout`."""
 
     def __init__(self) -> None:
         self.published: list[str] = []

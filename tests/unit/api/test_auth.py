@@ -9,8 +9,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from shared.api_keys import revoke_api_key
-from shared.db import session_scope
+from shared.infra.db import session_scope
+from shared.intake.api_keys import revoke_api_key
 from tests.unit.api.conftest import bearer
 from tests.unit.shared.factories import REGTEST_P2WPKH
 
@@ -205,7 +205,7 @@ def test_authenticated_malformed_json_is_still_400(
 def test_each_request_looks_its_key_up_once(
     client: TestClient, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from shared import api_keys
+    from shared.intake import api_keys
 
     lookups: list[str] = []
     real = api_keys.verify_api_key

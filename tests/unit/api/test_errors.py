@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import OperationalError
 
-from shared import intake
-from shared.db import get_sessionmaker
+from shared.infra.db import get_sessionmaker
+from shared.intake import payouts as intake
 from tests.unit.api.conftest import bearer
 from tests.unit.shared.factories import REGTEST_P2WPKH, row_counts
 

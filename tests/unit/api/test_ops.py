@@ -7,7 +7,7 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
-from shared.settings import get_settings, reset_settings_cache
+from shared.infra.settings import get_settings, reset_settings_cache
 from tests.unit.api.conftest import bearer
 
 

@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from shared.db import get_sessionmaker
-from shared.models import Payout, PayoutState, Transaction
+from shared.core.models import Payout, PayoutState, Transaction
+from shared.infra.db import get_sessionmaker
 from tests.unit.api.conftest import RecordingPublisher, bearer
 from tests.unit.shared.factories import REGTEST_P2WPKH, REGTEST_P2WSH, row_counts
 
@@ -249,7 +249,7 @@ class TestApprove:
                 seen_state_at_publish.append(row.state if row else "missing")
             publisher.published.append(str(payout_id))
 
-        monkeypatch.setattr("shared.dispatch.enqueue_process_payout", check_committed)
+        monkeypatch.setattr("shared.sending.dispatch.enqueue_process_payout", check_committed)
 
         response = client.post(
             f"/v1/payouts/{payout['id']}/approve", headers=bearer(keys["approver"])
@@ -324,7 +324,7 @@ class TestApprove:
         self, client: TestClient, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.setenv("PAYOUTS_FOUR_EYES", "true")
-        from shared.settings import reset_settings_cache
+        from shared.infra.settings import reset_settings_cache
 
         reset_settings_cache()  # settings are read per request; make it see the new env
         payout = create(client, keys["admin"]).json()

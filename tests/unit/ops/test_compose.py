@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from cli.main import _parser as payouts_parser
-from shared.settings import Settings
+from shared.infra.settings import Settings
 from workers.flower import _parser as flower_parser
 
 ROOT = Path(__file__).resolve().parents[3]

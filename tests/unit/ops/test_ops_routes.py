@@ -11,10 +11,10 @@ import fakeredis
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared import health, metrics
-from shared.db import get_engine
-from shared.health import CheckResult, Status
-from shared.models import Base
+from shared.core.models import Base
+from shared.infra.db import get_engine
+from shared.ops import health, metrics
+from shared.ops.health import CheckResult, Status
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # Starlette's nudge towards httpx2, as in tests/unit/api

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from shared.logging_setup import JsonFormatter
-from shared.models import PayoutState
-from shared.state_machine import transition
+from shared.core.models import PayoutState
+from shared.core.state_machine import transition
+from shared.infra.log_setup import JsonFormatter
 from tests.unit.shared.factories import make_payout, sqlite_engine
 
 S = PayoutState
@@ -29,7 +29,9 @@ def session(tmp_path: Path) -> Iterator[Session]:
 def _json_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
     formatter = JsonFormatter()
     return [
-        json.loads(formatter.format(r)) for r in caplog.records if r.name == "shared.state_machine"
+        json.loads(formatter.format(r))
+        for r in caplog.records
+        if r.name == "shared.core.state_machine"
     ]
 
 
@@ -37,7 +39,7 @@ def test_a_won_transition_logs_payout_states_and_worker(
     session: Session, caplog: pytest.LogCaptureFixture
 ) -> None:
     payout = make_payout(session, state=S.APPROVED)
-    caplog.set_level(logging.INFO, logger="shared.state_machine")
+    caplog.set_level(logging.INFO, logger="shared.core.state_machine")
 
     assert transition(
         session, payout.id, expected=S.APPROVED, target=S.CLAIMED, actor="worker:w1@host/7"
@@ -54,7 +56,7 @@ def test_a_non_worker_actor_is_named_in_the_message_but_not_as_worker(
     session: Session, caplog: pytest.LogCaptureFixture
 ) -> None:
     payout = make_payout(session, state=S.AWAITING_APPROVAL)
-    caplog.set_level(logging.INFO, logger="shared.state_machine")
+    caplog.set_level(logging.INFO, logger="shared.core.state_machine")
 
     transition(session, payout.id, expected=S.AWAITING_APPROVAL, target=S.APPROVED, actor="ops")
 
@@ -67,7 +69,7 @@ def test_a_lost_compare_and_set_logs_nothing(
     session: Session, caplog: pytest.LogCaptureFixture
 ) -> None:
     payout = make_payout(session, state=S.CLAIMED)
-    caplog.set_level(logging.INFO, logger="shared.state_machine")
+    caplog.set_level(logging.INFO, logger="shared.core.state_machine")
 
     assert not transition(session, payout.id, expected=S.APPROVED, target=S.CLAIMED, actor="w")
 

@@ -13,8 +13,8 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from shared.db import make_engine
-from shared.models import Base, IdempotencyKey, Payout, PayoutEvent, PayoutState, utcnow
+from shared.core.models import Base, IdempotencyKey, Payout, PayoutEvent, PayoutState, utcnow
+from shared.infra.db import make_engine
 
 # Valid regtest addresses (BIP173 test vectors re-encoded with the `bcrt` prefix, and a
 # base58 P2PKH that regtest shares with testnet).

@@ -1,0 +1,157 @@
+"""The payout state machine (docs/architecture.md §4). The only code that writes `payouts.state`.
+
+Every transition is a single compare-and-set UPDATE: `WHERE id = :id AND state IN (:expected)`
+plus any extra guard the caller needs (claim token, lease expiry). The row count tells whether
+we won; the audit row is inserted in the same DB transaction, so a transition and its record
+commit or vanish together.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, CursorResult, update
+from sqlalchemy.orm import Session
+
+from shared.core.models import Payout, PayoutEvent, PayoutState, utcnow
+
+log = logging.getLogger(__name__)
+S = PayoutState
+
+# from-state -> states it may move to. `claimed -> claimed` is a takeover of an expired lease;
+# `claimed -> approved` gives a claim back (manual release, or a worker that could not fund).
+ALLOWED: Mapping[PayoutState, frozenset[PayoutState]] = {
+    S.AWAITING_APPROVAL: frozenset({S.APPROVED, S.CANCELLED}),
+    S.APPROVED: frozenset({S.CLAIMED, S.CANCELLED, S.FAILED}),
+    S.CLAIMED: frozenset({S.CLAIMED, S.APPROVED, S.SIGNED, S.FAILED}),
+    S.SIGNED: frozenset({S.BROADCAST, S.FAILED}),
+    S.BROADCAST: frozenset({S.CONFIRMED, S.FAILED}),
+    S.CONFIRMED: frozenset({S.BROADCAST}),  # a reorg took the confirming block away
+    S.CANCELLED: frozenset(),
+    S.FAILED: frozenset(),
+}
+
+TERMINAL = frozenset(s for s, targets in ALLOWED.items() if not targets)
+
+
+class IllegalTransition(ValueError):
+    """A programming error: the code asked for a transition the machine does not have."""
+
+
+def is_allowed(source: PayoutState, target: PayoutState) -> bool:
+    return target in ALLOWED[source]
+
+
+def create_payout(
+    session: Session,
+    *,
+    destination: str,
+    amount_sats: int,
+    created_by: str,
+    metadata: dict[str, Any] | None = None,
+) -> Payout:
+    """Insert a payout in `awaiting_approval` with its first audit row."""
+    payout = Payout(
+        id=uuid.uuid4(),
+        destination=destination,
+        amount_sats=amount_sats,
+        state=S.AWAITING_APPROVAL,
+        created_by=created_by,
+        metadata_=metadata or {},
+    )
+    session.add(payout)
+    session.flush()
+    session.add(
+        PayoutEvent(
+            payout_id=payout.id,
+            from_state=None,
+            to_state=S.AWAITING_APPROVAL,
+            actor=created_by,
+            reason="created",
+        )
+    )
+    return payout
+
+
+def transition(
+    session: Session,
+    payout_id: uuid.UUID,
+    *,
+    expected: PayoutState | Iterable[PayoutState],
+    target: PayoutState,
+    actor: str,
+    reason: str | None = None,
+    claim_token: str | None = None,
+    guards: Iterable[ColumnElement[bool]] = (),
+    values: Mapping[str, Any] | None = None,
+) -> bool:
+    """Compare-and-set `payout.state` from one of `expected` to `target`.
+
+    Returns True when exactly one row changed. `claim_token`, when given, must match the
+    stored token: that is the fencing check that stops a worker whose lease was taken over.
+    `values` are other columns to set in the same UPDATE (attribute names of `Payout`).
+    The caller owns the DB transaction and must commit for the change to count.
+    """
+    # PayoutState is a str, so a bare state (enum or plain string) must not be iterated.
+    sources = [PayoutState(s) for s in ([expected] if isinstance(expected, str) else expected)]
+    target = PayoutState(target)
+    if not sources:
+        raise IllegalTransition("no expected state given")
+    for source in sources:
+        if not is_allowed(source, target):
+            raise IllegalTransition(f"{source} -> {target} is not a payout transition")
+
+    conditions: list[ColumnElement[bool]] = [Payout.id == payout_id]
+    if claim_token is not None:
+        conditions.append(Payout.claim_token == claim_token)
+    conditions.extend(guards)
+
+    if "state" in (values or {}):
+        raise IllegalTransition("pass the new state as target, not in values")
+    new_values: dict[str, Any] = dict(values or {})
+    new_values.update(state=target, version=Payout.version + 1, updated_at=utcnow())
+
+    # One CAS per expected state, so the audit row records the exact state we moved from
+    # (PostgreSQL's RETURNING only shows the new row). RETURNING instead of rowcount: it is
+    # exact on both PostgreSQL and SQLite.
+    for source in sources:
+        stmt = (
+            update(Payout)
+            .where(*conditions, Payout.state == source)
+            .values(**new_values)
+            .returning(Payout.id)
+            .execution_options(synchronize_session=False)
+        )
+        result = cast(CursorResult[Any], session.execute(stmt))
+        if result.first() is not None:
+            session.add(
+                PayoutEvent(
+                    payout_id=payout_id,
+                    from_state=source,
+                    to_state=target,
+                    actor=actor,
+                    reason=reason,
+                )
+            )
+            session.flush()
+            # Logged at the CAS, before the caller commits: a later rollback (rare) leaves a
+            # line for a transition that did not happen; the payout_events row is the truth.
+            log.info(
+                "payout %s: %s -> %s by %s",
+                payout_id,
+                source.value,
+                target.value,
+                actor,
+                extra={
+                    "payout_id": str(payout_id),
+                    "from_state": source.value,
+                    "to_state": target.value,
+                    "actor": actor,
+                    "worker": actor if actor.startswith("worker:") else None,
+                },
+            )
+            return True
+    return False

@@ -1,0 +1,1 @@
+"""Taking payouts in: create, approve, cancel and list them; the API keys that may do so."""

@@ -1,0 +1,71 @@
+"""Release wallet coin locks that no stored transaction or reserved manual PSBT explains."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, cast
+
+import redis
+from sqlalchemy import select
+
+from shared.core.models import Payout, PayoutState, Transaction, TxState, utcnow
+from shared.infra.db import session_scope
+from shared.infra.settings import Settings
+from shared.node import NodeClient
+from shared.recovery.common import as_text
+
+log = logging.getLogger(__name__)
+S = PayoutState
+
+
+# Coins locked this long without a stored transaction or reservation are orphans. Twice the
+# lease: a worker between funding and persisting holds its locks for at most about a lease.
+ORPHAN_LOCK_AGE_FACTOR = 2
+LOCK_FIRST_SEEN_KEY = "maintenance:locks:first-seen"
+
+
+def release_orphaned_locks(node: NodeClient, settings: Settings, redis_client: redis.Redis) -> int:
+    """Unlock wallet coins locked by a build that never got persisted.
+
+    A fundrawtransaction whose reply was lost, or a worker killed between funding and
+    persisting, leaves its coins locked until the node restarts; enough of those and the hot
+    wallet looks empty. Protected: inputs of our unconfirmed stored transactions, and inputs
+    reserved for a manual PSBT of a payout still in play. Anything else locked for longer than
+    ORPHAN_LOCK_AGE_FACTOR leases is released. Unlocking never creates a transaction, so the
+    worst a wrong guess can do is make two of our own transactions conflict — one then fails
+    with a reason; nothing is paid twice.
+    """
+    now = utcnow().timestamp()
+    locked = set(node.list_lock_unspent())
+    seen = redis_client.hgetall(LOCK_FIRST_SEEN_KEY)
+    first_seen = {as_text(k): float(v) for k, v in seen.items()}
+    gone = [outpoint for outpoint in first_seen if outpoint not in locked]
+    if gone:
+        redis_client.hdel(LOCK_FIRST_SEEN_KEY, *gone)
+    new = {outpoint: now for outpoint in locked if outpoint not in first_seen}
+    if new:
+        redis_client.hset(LOCK_FIRST_SEEN_KEY, mapping=cast(Any, new))
+    max_age = ORPHAN_LOCK_AGE_FACTOR * settings.lease_seconds
+    old = {o for o in locked if now - first_seen.get(o, now) > max_age}
+    orphans = sorted(old - _protected_outpoints())
+    if orphans:
+        node.unlock_unspent(orphans)
+        redis_client.hdel(LOCK_FIRST_SEEN_KEY, *orphans)
+        log.warning("released %d orphaned coin locks: %s", len(orphans), ", ".join(orphans))
+    return len(orphans)
+
+
+def _protected_outpoints() -> set[str]:
+    with session_scope() as session:
+        tx_inputs = session.execute(
+            select(Transaction.inputs).where(
+                Transaction.state.in_([TxState.SIGNED, TxState.BROADCAST])
+            )
+        ).scalars()
+        reserved = session.execute(
+            select(Payout.reserved_inputs).where(
+                Payout.reserved_inputs.is_not(None),
+                Payout.state.in_([S.APPROVED, S.CLAIMED, S.SIGNED]),
+            )
+        ).scalars()
+        return {o for group in [*tx_inputs, *reserved] for o in (group or [])}

@@ -1,0 +1,31 @@
+"""Publishing Celery messages from outside the worker (the API, the demo, the sweeper).
+
+Messages are sent by task *name*, so the API never imports worker code. Call these only after the DB
+transaction that justifies the message has committed (docs/architecture.md §6): a message for an
+uncommitted approval could be processed against a row that is never committed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from functools import lru_cache
+
+from celery import Celery
+
+from shared.infra.celery_config import PAYOUTS_QUEUE, make_celery
+
+PROCESS_PAYOUT_TASK = "payouts.process_payout"
+
+
+@lru_cache(maxsize=1)
+def publisher() -> Celery:
+    return make_celery("payouts-publisher")
+
+
+def reset_publisher() -> None:
+    publisher.cache_clear()
+
+
+def enqueue_process_payout(payout_id: uuid.UUID | str) -> None:
+    """Ask a worker to pay this payout. Duplicates are harmless: the claim CAS dedupes."""
+    publisher().send_task(PROCESS_PAYOUT_TASK, args=[str(payout_id)], queue=PAYOUTS_QUEUE)

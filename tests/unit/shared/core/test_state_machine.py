@@ -1,0 +1,258 @@
+"""The payout state machine: every allowed transition works and is audited; every refused
+one changes nothing (docs/architecture.md §4)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect, select
+from sqlalchemy.orm import Session
+
+from shared.core.models import Payout, PayoutEvent, PayoutState
+from shared.core.state_machine import (
+    ALLOWED,
+    TERMINAL,
+    IllegalTransition,
+    create_payout,
+    is_allowed,
+    transition,
+)
+from tests.unit.shared.factories import REGTEST_P2WPKH, make_payout, sqlite_engine
+
+S = PayoutState
+ALLOWED_PAIRS = [(s, t) for s in S for t in sorted(ALLOWED[s])]
+ILLEGAL_PAIRS = [(s, t) for s in S for t in S if t not in ALLOWED[s]]
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[Session]:
+    engine = sqlite_engine(str(tmp_path / "sm.db"))
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+    engine.dispose()
+
+
+def snapshot(session: Session, payout_id: uuid.UUID) -> dict[str, Any]:
+    session.expire_all()
+    payout = session.get(Payout, payout_id)
+    assert payout is not None
+    columns = {c.key: getattr(payout, c.key) for c in inspect(Payout).mapper.column_attrs}
+    events = session.scalars(select(PayoutEvent.id).where(PayoutEvent.payout_id == payout_id))
+    return {"columns": columns, "events": list(events)}
+
+
+def events_of(session: Session, payout_id: uuid.UUID) -> list[PayoutEvent]:
+    stmt = select(PayoutEvent).where(PayoutEvent.payout_id == payout_id).order_by(PayoutEvent.id)
+    return list(session.scalars(stmt))
+
+
+class TestTransitionTable:
+    def test_terminal_states_are_cancelled_and_failed(self) -> None:
+        assert {S.CANCELLED, S.FAILED} == TERMINAL
+
+    def test_is_allowed_matches_the_table(self) -> None:
+        for source in S:
+            for target in S:
+                assert is_allowed(source, target) == (target in ALLOWED[source])
+
+    def test_every_state_has_an_entry(self) -> None:
+        assert set(ALLOWED) == set(S)
+
+
+class TestCreatePayout:
+    def test_creates_awaiting_approval_with_one_creation_event(self, session: Session) -> None:
+        payout = create_payout(
+            session, destination=REGTEST_P2WPKH, amount_sats=1_000, created_by="alice"
+        )
+        session.commit()
+
+        assert payout.state == S.AWAITING_APPROVAL
+        assert payout.version == 1
+        [event] = events_of(session, payout.id)
+        assert (event.from_state, event.to_state, event.actor) == (
+            None,
+            S.AWAITING_APPROVAL,
+            "alice",
+        )
+
+
+class TestAllowedTransitions:
+    @pytest.mark.parametrize(("source", "target"), ALLOWED_PAIRS, ids=lambda s: str(s))
+    def test_moves_the_state_and_writes_exactly_one_audit_row(
+        self, session: Session, source: PayoutState, target: PayoutState
+    ) -> None:
+        payout = make_payout(session, state=source)
+        before = snapshot(session, payout.id)
+
+        moved = transition(
+            session, payout.id, expected=source, target=target, actor="tester", reason="because"
+        )
+        session.commit()
+
+        assert moved is True
+        after = snapshot(session, payout.id)
+        assert after["columns"]["state"] == target
+        assert after["columns"]["version"] == before["columns"]["version"] + 1
+        new_events = [e for e in events_of(session, payout.id) if e.id not in before["events"]]
+        assert len(new_events) == 1
+        event = new_events[0]
+        assert (event.from_state, event.to_state) == (source, target)
+        assert (event.actor, event.reason) == ("tester", "because")
+
+    @pytest.mark.parametrize(("source", "target"), ALLOWED_PAIRS, ids=lambda s: str(s))
+    def test_refused_when_the_row_is_in_any_other_state(
+        self, session: Session, source: PayoutState, target: PayoutState
+    ) -> None:
+        for actual in S:
+            if actual == source:
+                continue
+            payout = make_payout(session, state=actual)
+            before = snapshot(session, payout.id)
+
+            moved = transition(session, payout.id, expected=source, target=target, actor="x")
+            session.commit()
+
+            assert moved is False, f"{actual} row moved by a CAS expecting {source}"
+            assert snapshot(session, payout.id) == before
+
+    def test_values_are_written_in_the_same_update(self, session: Session) -> None:
+        payout = make_payout(session, state=S.APPROVED)
+
+        transition(
+            session,
+            payout.id,
+            expected=S.APPROVED,
+            target=S.CLAIMED,
+            actor="worker-1",
+            values={"claimed_by": "worker-1", "claim_token": "t1"},
+        )
+        session.commit()
+
+        columns = snapshot(session, payout.id)["columns"]
+        assert (columns["claimed_by"], columns["claim_token"]) == ("worker-1", "t1")
+
+    def test_several_expected_states_record_the_one_actually_left(self, session: Session) -> None:
+        payout = make_payout(session, state=S.APPROVED)
+
+        moved = transition(
+            session,
+            payout.id,
+            expected=[S.AWAITING_APPROVAL, S.APPROVED],
+            target=S.CANCELLED,
+            actor="ops",
+        )
+        session.commit()
+
+        assert moved is True
+        assert events_of(session, payout.id)[-1].from_state == S.APPROVED
+
+    def test_unknown_payout_id_moves_nothing(self, session: Session) -> None:
+        moved = transition(
+            session, uuid.uuid4(), expected=S.AWAITING_APPROVAL, target=S.APPROVED, actor="x"
+        )
+
+        assert moved is False
+        assert session.scalars(select(PayoutEvent)).all() == []
+
+
+class TestClaimTokenFence:
+    def test_matching_claim_token_moves(self, session: Session) -> None:
+        payout = make_payout(session, state=S.CLAIMED, claim_token="mine")
+
+        moved = transition(
+            session, payout.id, expected=S.CLAIMED, target=S.SIGNED, actor="w", claim_token="mine"
+        )
+
+        assert moved is True
+
+    def test_wrong_claim_token_changes_nothing(self, session: Session) -> None:
+        payout = make_payout(session, state=S.CLAIMED, claim_token="current-holder")
+        before = snapshot(session, payout.id)
+
+        moved = transition(
+            session,
+            payout.id,
+            expected=S.CLAIMED,
+            target=S.SIGNED,
+            actor="stale-worker",
+            claim_token="expired-holder",
+        )
+        session.commit()
+
+        assert moved is False
+        assert snapshot(session, payout.id) == before
+
+    def test_false_guard_changes_nothing(self, session: Session) -> None:
+        payout = make_payout(session, state=S.APPROVED, attempts=5)
+        before = snapshot(session, payout.id)
+
+        moved = transition(
+            session,
+            payout.id,
+            expected=S.APPROVED,
+            target=S.CLAIMED,
+            actor="w",
+            guards=[Payout.attempts < 5],
+        )
+        session.commit()
+
+        assert moved is False
+        assert snapshot(session, payout.id) == before
+
+
+class TestIllegalTransitions:
+    @pytest.mark.parametrize(("source", "target"), ILLEGAL_PAIRS, ids=lambda s: str(s))
+    def test_raises_and_changes_nothing(
+        self, session: Session, source: PayoutState, target: PayoutState
+    ) -> None:
+        payout = make_payout(session, state=source)
+        before = snapshot(session, payout.id)
+
+        with pytest.raises(IllegalTransition):
+            transition(session, payout.id, expected=source, target=target, actor="x")
+        session.commit()
+
+        assert snapshot(session, payout.id) == before
+
+    def test_one_illegal_source_among_several_raises(self, session: Session) -> None:
+        payout = make_payout(session, state=S.AWAITING_APPROVAL)
+        before = snapshot(session, payout.id)
+
+        with pytest.raises(IllegalTransition):
+            transition(
+                session,
+                payout.id,
+                expected=[S.AWAITING_APPROVAL, S.SIGNED],
+                target=S.CANCELLED,
+                actor="x",
+            )
+        session.commit()
+
+        assert snapshot(session, payout.id) == before
+
+    def test_no_expected_state_raises(self, session: Session) -> None:
+        payout = make_payout(session)
+
+        with pytest.raises(IllegalTransition):
+            transition(session, payout.id, expected=[], target=S.APPROVED, actor="x")
+
+    def test_state_smuggled_in_values_raises_and_changes_nothing(self, session: Session) -> None:
+        payout = make_payout(session, state=S.AWAITING_APPROVAL)
+        before = snapshot(session, payout.id)
+
+        with pytest.raises(IllegalTransition):
+            transition(
+                session,
+                payout.id,
+                expected=S.AWAITING_APPROVAL,
+                target=S.APPROVED,
+                actor="x",
+                values={"state": S.CONFIRMED},
+            )
+        session.commit()
+
+        assert snapshot(session, payout.id) == before

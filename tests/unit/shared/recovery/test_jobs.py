@@ -1,0 +1,87 @@
+"""Recovery jobs that need no node: the sweeper's re-publishing of unclaimed payouts."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import fakeredis
+import pytest
+from sqlalchemy.orm import Session
+
+from shared.core.models import Base, PayoutState, Route, utcnow
+from shared.infra.db import get_engine
+from shared.infra.settings import get_settings
+from shared.recovery.sweep import republish_unclaimed
+from tests.unit.shared.factories import make_payout
+
+S = PayoutState
+
+
+@pytest.fixture
+def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Session:
+    monkeypatch.setenv("PAYOUTS_DATABASE_URL", f"sqlite:///{tmp_path / 'm.db'}")
+    monkeypatch.setenv("PAYOUTS_SWEEP_AFTER_SECONDS", "30")
+    Base.metadata.create_all(get_engine())
+    return Session(get_engine(), expire_on_commit=False)
+
+
+def test_idle_automatic_payouts_are_republished_once_per_window(session: Session) -> None:
+    idle = utcnow() - timedelta(minutes=5)
+    stuck = make_payout(session, state=S.APPROVED, route=Route.AUTOMATIC, updated_at=idle)
+    expired = make_payout(
+        session, state=S.CLAIMED, route=Route.AUTOMATIC, updated_at=idle,
+        claimed_by="worker:w1", claim_token="t", lease_until=idle,
+    )  # fmt: skip
+    make_payout(session, state=S.APPROVED, route=Route.AUTOMATIC)  # just approved: not idle
+    make_payout(session, state=S.APPROVED, route=Route.MANUAL, updated_at=idle)  # humans' job
+    redis_client = fakeredis.FakeRedis()
+    published: list[str] = []
+
+    first = republish_unclaimed(get_settings(), redis_client, published.append)
+    second = republish_unclaimed(get_settings(), redis_client, published.append)
+
+    assert first == 2 and sorted(published) == sorted([str(stuck.id), str(expired.id)])
+    assert second == 0  # a backlog must not make the sweeper flood the queue
+    redis_client.flushall()  # window over (or Redis lost its keys): publish again
+    assert republish_unclaimed(get_settings(), redis_client, published.append) == 2
+
+
+def test_a_queue_backlog_makes_the_sweeper_patient(session: Session) -> None:
+    waited = utcnow() - timedelta(minutes=2)  # idle longer than the window, shorter than 10x
+    make_payout(session, state=S.APPROVED, route=Route.AUTOMATIC, updated_at=waited)
+    published: list[str] = []
+    settings = get_settings()
+    assert republish_unclaimed(settings, fakeredis.FakeRedis(), published.append, 50) == 0
+    assert republish_unclaimed(settings, fakeredis.FakeRedis(), published.append, 0) == 1
+
+
+def test_orphaned_coin_locks_are_released_but_protected_ones_stay(session: Session) -> None:
+    import uuid
+
+    from devnode.server import start_devnode
+    from shared.core.models import Transaction, TxState
+    from shared.node import NodeClient
+    from shared.recovery.coin_locks import LOCK_FIRST_SEEN_KEY, release_orphaned_locks
+
+    with start_devnode(host="127.0.0.1", port=0) as devnode:
+        node = NodeClient(devnode.wallet_url)
+        node.generate_to_address(101, node.get_new_address())
+        node.send_many({node.get_new_address(): 100_000_000 for _ in range(3)})
+        node.generate_to_address(1, node.get_new_address())
+        coins = [f"{u['txid']}:{u['vout']}" for u in node.list_unspent(min_conf=1)][:3]
+        orphan, in_stored_tx, reserved = coins
+        node.lock_unspent(coins)
+        session.add(Transaction(id=uuid.uuid4(), txid="ab" * 32, raw_hex="00", fee_sats=1,
+                                inputs=[in_stored_tx], state=TxState.SIGNED))  # fmt: skip
+        session.commit()
+        make_payout(session, state=S.APPROVED, route=Route.MANUAL, reserved_inputs=[reserved])
+        redis_client = fakeredis.FakeRedis()
+
+        # First sighting only starts the clock: a build may be between fund and persist.
+        assert release_orphaned_locks(node, get_settings(), redis_client) == 0
+        long_ago = utcnow().timestamp() - 3600
+        redis_client.hset(LOCK_FIRST_SEEN_KEY, mapping={o: long_ago for o in coins})
+
+        assert release_orphaned_locks(node, get_settings(), redis_client) == 1
+        assert sorted(node.list_lock_unspent()) == sorted([in_stored_tx, reserved])
