@@ -22,7 +22,7 @@ def test_demo_pays_every_payout_once_and_refuses_the_manual_claim() -> None:
     out = run.stdout
     assert run.returncode == 0, out + run.stderr
     assert "HTTP 409 claimed_by_worker" in out
-    assert "every txid unchanged: True" in out
+    assert "all consumed, every txid unchanged: True" in out
     assert "HTTP 409 invalid_state" in out  # the second signer
     assert "paid once: 4  paid twice: 0  unpaid: 0  stray outputs: 0" in out
     assert "RESULT: every payout paid exactly once" in out
