@@ -78,9 +78,29 @@ def own_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
         server.stop()
 
 
+# Scenario failures, kept so the run ends by saying plainly which scenario failed and why:
+# clean summary lines do not mean a clean run (a fault-timing helper, a teardown or a scenario's
+# own assertion can fail after the line was recorded), and pytest's long tracebacks and
+# worker-log dumps bury the reason.
+FAILURES: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.failed and "tests/chaos/" in report.nodeid:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        reason = crash.message if crash is not None else str(report.longrepr)
+        first = (reason.strip().splitlines() or ["(no message)"])[0][:300]
+        FAILURES.append(f"{report.nodeid.split('::')[-1]} failed in {report.when}: {first}")
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     # So the lines show in a plain `pytest -q` run too, not only with -s.
     if SUMMARY_LINES:
         terminalreporter.section("chaos summary")
         for line in SUMMARY_LINES:
             terminalreporter.write_line(line)
+    if SUMMARY_LINES or FAILURES:
+        verdict = "FAILED" if FAILURES else "passed"
+        terminalreporter.write_line(f"chaos verdict: {verdict}")
+        for failure in FAILURES:
+            terminalreporter.write_line(f"  {failure}")
