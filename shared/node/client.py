@@ -91,14 +91,21 @@ class DecodedTx:
 
 
 def redact(url: str) -> str:
-    """The URL with its password replaced, for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
+    """The URL with its password replaced by `***`, for messages and logs.
+
+    Only the userinfo of the authority changes: everything after the last '@' before the
+    path (as `urllib.parse.urlsplit` reads it, so a password with a raw '@' is hidden whole),
+    and the rest of the text is kept byte for byte (host case, IPv6 brackets, path, query).
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    userinfo, at, hostport = rest[:end].rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hostport}{rest[end:]}"
 
 
 def parse_outpoint(outpoint: str) -> tuple[str, int]:

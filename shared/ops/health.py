@@ -7,7 +7,8 @@ guard that keeps a regtest configuration from ever touching mainnet and vice ver
 process that talks to the node (API, worker) refuses to start when it fails.
 
 Every detail that reaches an operator names the PAYOUTS_* setting to fix and never a secret
-(URL passwords are masked, the node client already redacts its URL).
+(URL passwords are redacted structurally, the Flower password where it stands as a word;
+the node client already redacts its URL).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from __future__ import annotations
 import concurrent.futures
 import enum
 import logging
+import re
 import sys
-import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, TextIO
@@ -30,6 +31,7 @@ from sqlalchemy.pool import NullPool
 
 from shared.infra.settings import Settings
 from shared.node import NodeClient
+from shared.node.client import redact
 from shared.node.errors import NodeError
 
 log = logging.getLogger(__name__)
@@ -96,25 +98,28 @@ class CheckResult:
         return f"{self.name}: {self.detail} (check {self.setting})"
 
 
+# A URL in free text: a scheme, "://", and its authority (up to the path, query, fragment
+# or the end of the token). `redact` hides the password in the authority's userinfo.
+_URL_AUTHORITY = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s/?#]*")
+# What may stand right before / after a secret for it to count as a whole token.
+_TOKEN_BEFORE = r"(?<![^\s'\"(\[{<=,])"
+_TOKEN_AFTER = r"(?![^\s'\")\]}>,;])"
+
+
 def secrets_of(settings: Settings) -> list[str]:
-    """Every password the settings hold, to mask in anything shown to an operator."""
-    urls = [
-        settings.database_url,
-        settings.redis_url,
-        settings.broker_url,
-        settings.bitcoind_url.get_secret_value(),
-    ]
-    found = [settings.flower_password.get_secret_value()]
-    for url in urls:
-        password = urllib.parse.urlsplit(url).password if "://" in url else None
-        if password:
-            found += [password, urllib.parse.unquote(password)]
-    return [s for s in found if s]
+    """The secrets the settings hold outside URLs (the Flower password), to mask in anything
+    shown to an operator. URL passwords need no list: `mask` redacts every URL's password."""
+    return [s for s in [settings.flower_password.get_secret_value()] if s]
 
 
 def mask(message: str, secrets: Iterable[str]) -> str:
+    """`message` with the password of every URL in it replaced (structurally, so a short or
+    common-word password cannot touch the rest of the text), and each of `secrets` replaced
+    where it stands as a whole token (delimited by whitespace, quotes, brackets, '=', ',')."""
+    message = _URL_AUTHORITY.sub(lambda m: redact(m.group(0)), message)
     for secret in secrets:
-        message = message.replace(secret, "***")
+        pattern = _TOKEN_BEFORE + re.escape(secret) + _TOKEN_AFTER
+        message = re.sub(pattern, "***", message)
     return message
 
 

@@ -78,6 +78,21 @@ def test_redaction() -> None:
     assert "secret" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://u:p%40w@[::1]:18443/wallet/hot?x=1", "http://u:***@[::1]:18443/wallet/hot?x=1"),
+        ("http://u:pa@ss@Node.Example:8332", "http://u:***@Node.Example:8332"),
+        ("https://:p@host/", "https://:***@host/"),
+        ("http://u@host/wallet/a@b", "http://u@host/wallet/a@b"),
+        ("http://host:8332/", "http://host:8332/"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_redaction_changes_only_the_password(url: str, expected: str) -> None:
+    assert redact(url) == expected
+
+
 def test_only_reads_are_retried() -> None:
     assert "getblockcount" in READ_ONLY_METHODS
     for method in ("sendrawtransaction", "fundrawtransaction", "lockunspent", "sendtoaddress",

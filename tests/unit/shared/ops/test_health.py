@@ -179,14 +179,71 @@ class TestRunChecks:
 
         assert "redis-pw-Qm4" not in redis_result.detail and "***" in redis_result.detail
 
-    def test_secrets_include_percent_decoded_url_passwords_and_the_flower_password(self) -> None:
+    def test_secrets_are_the_ones_outside_urls_the_flower_password(self) -> None:
         settings = settings_for(
             database_url="postgresql://u:p%2Fw@db/x", flower_password=SecretStr("fl-pw")
         )
 
-        found = health.secrets_of(settings)
+        assert health.secrets_of(settings) == ["fl-pw"]
 
-        assert {"p%2Fw", "p/w", "fl-pw"} <= set(found)
+
+class TestMasking:
+    """URL passwords are redacted where the URL has them; other secrets only as whole tokens,
+    so a short or common-word password never mangles the rest of a message."""
+
+    @pytest.mark.parametrize(
+        ("message", "expected"),
+        [
+            ("bad http://u:p@127.0.0.1:18443/wallet/hot",
+             "bad http://u:***@127.0.0.1:18443/wallet/hot"),
+            ("redis unreachable (redis://:redis@127.0.0.1:1/0): redis said no",
+             "redis unreachable (redis://:***@127.0.0.1:1/0): redis said no"),
+            ("postgresql://u:p%2Fw%40x@db/x?sslmode=require and amqp://g:g@[::1]:5672//",
+             "postgresql://u:***@db/x?sslmode=require and amqp://g:***@[::1]:5672//"),
+            ("two '@' redis://:pa@ss@HOST:6379/0", "two '@' redis://:***@HOST:6379/0"),
+            ("no password http://user@host/ or https://host/p", None),
+            ("no url at all: p, redis, htp", None),
+        ],
+    )  # fmt: skip
+    def test_url_passwords_are_redacted_structurally(
+        self, message: str, expected: str | None
+    ) -> None:
+        assert health.mask(message, []) == (message if expected is None else expected)
+
+    @pytest.mark.parametrize("password", ["p", "redis", "http", "1"])
+    def test_a_short_or_common_word_url_password_does_not_mangle_the_message(
+        self, monkeypatch: pytest.MonkeyPatch, password: str
+    ) -> None:
+        url = f"http://payouts:{password}@127.0.0.1:1/wallet/hot"
+        settings = settings_for(
+            redis_url=f"redis://:{password}@127.0.0.1:1/0", bitcoind_url=SecretStr(url)
+        )
+        monkeypatch.setattr(
+            health, "check_redis",
+            lambda s, t: CheckResult("redis", Status.FAILED, "PAYOUTS_REDIS_URL",
+                                     f"redis at {s.redis_url} refused http: node {url}"),
+        )  # fmt: skip
+
+        [result] = [r for r in health.run_checks(settings, 0.5) if r.name == "redis"]
+
+        assert result.detail == (
+            "redis at redis://:***@127.0.0.1:1/0 refused http: "
+            "node http://payouts:***@127.0.0.1:1/wallet/hot"
+        )
+
+    @pytest.mark.parametrize(
+        ("message", "expected"),
+        [
+            ("flower rejected 'fl' for admin", "flower rejected '***' for admin"),
+            ("password=fl, retry", "password=***, retry"),
+            ("fl", "***"),
+            ("flower fails; fl-x and xfl stay", "flower fails; fl-x and xfl stay"),
+        ],
+    )
+    def test_other_secrets_are_masked_only_as_whole_tokens(
+        self, message: str, expected: str
+    ) -> None:
+        assert health.mask(message, ["fl"]) == expected
 
 
 def fake_checks(monkeypatch: pytest.MonkeyPatch, failing: set[str]) -> None:
