@@ -19,6 +19,7 @@ import http.client
 import logging
 import time
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -119,19 +120,47 @@ def _outpoint_objects(outpoints: list[str]) -> list[dict[str, Any]]:
     return [{"txid": t, "vout": n} for t, n in map(parse_outpoint, outpoints)]
 
 
+# python-bitcoinrpc needs credentials in the URL it is given (it builds a header from them);
+# the connection below replaces that header with the real one.
+_PLACEHOLDER_USERINFO = "rpc:sent-by-the-connection"
+
+
+class _AuthorizingConnection(http.client.HTTPConnection):
+    """An HTTP connection that sends `auth_header` as the Authorization header of every
+    request, in place of whatever header the caller (python-bitcoinrpc) built."""
+
+    def __init__(self, host: str, port: int, *, auth_header: bytes, **kwargs: Any) -> None:
+        super().__init__(host, port, **kwargs)
+        self.auth_header = auth_header
+
+    def request(self, method: str, url: str, body: Any = None,
+                headers: Mapping[str, Any] | None = None, *,
+                encode_chunked: bool = False) -> None:
+        sent = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
+        sent["Authorization"] = self.auth_header
+        super().request(method, url, body, sent, encode_chunked=encode_chunked)
+
+
+class _AuthorizingHTTPSConnection(_AuthorizingConnection, http.client.HTTPSConnection):
+    """The same over TLS."""
+
+
 class NodeClient:
     def __init__(self, url: str, *, timeout: float = 30.0, read_retries: int = 2) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not a bitcoind RPC URL: {redact(url)}")
-        self._url = url
         self._parts = parts
         # python-bitcoinrpc builds the Authorization header from the URL without
         # percent-decoding it; rpcpasswords often contain '/', '+' or '@', which must be
-        # percent-encoded in a URL. So the header is built here from the decoded values.
+        # percent-encoded in a URL. So the header is built here from the decoded values and
+        # sent by the connection (`_AuthorizingConnection`); the proxy gets a URL with only
+        # placeholder credentials, so the real password never reaches python-bitcoinrpc.
         user = urllib.parse.unquote(parts.username or "")
         password = urllib.parse.unquote(parts.password or "")
         self._auth_header = b"Basic " + base64.b64encode(f"{user}:{password}".encode())
+        hostport = parts.netloc.rpartition("@")[2]
+        self._proxy_url = f"{parts.scheme}://{_PLACEHOLDER_USERINFO}@{hostport}{parts.path}"
         self.safe_url = redact(url)
         self.timeout = timeout
         self.read_retries = read_retries
@@ -163,19 +192,18 @@ class NodeClient:
         raise AssertionError("unreachable")
 
     def _connection(self) -> http.client.HTTPConnection:
-        port = self._parts.port
+        host, port = self._parts.hostname or "", self._parts.port
         if self._parts.scheme == "https":
-            return http.client.HTTPSConnection(self._parts.hostname or "", port or 443,
-                                               timeout=self.timeout)
-        return http.client.HTTPConnection(self._parts.hostname or "", port or 80,
-                                          timeout=self.timeout)
+            return _AuthorizingHTTPSConnection(host, port or 443, timeout=self.timeout,
+                                               auth_header=self._auth_header)
+        return _AuthorizingConnection(host, port or 80, timeout=self.timeout,
+                                      auth_header=self._auth_header)
 
     def _call_once(self, method: str, params: tuple[Any, ...]) -> Any:
         conn = self._connection()
         started = time.monotonic()
         try:
-            proxy = AuthServiceProxy(self._url, method, self.timeout, conn)
-            proxy._AuthServiceProxy__auth_header = self._auth_header  # see __init__
+            proxy = AuthServiceProxy(self._proxy_url, method, self.timeout, conn)
             result = proxy(*params)
         except JSONRPCException as exc:
             error = exc.error if isinstance(exc.error, dict) else {}

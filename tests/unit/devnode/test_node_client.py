@@ -1,7 +1,14 @@
-"""NodeClient's offline behaviour: error typing, redaction, amount conversion."""
+"""NodeClient's offline behaviour: error typing, redaction, amount conversion, and the
+Authorization header it sends (against an in-process server)."""
 
 from __future__ import annotations
 
+import base64
+import http.server
+import json
+import threading
+import urllib.parse
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -11,6 +18,7 @@ from shared.node.amounts import btc_kvb_to_sat_vb_ceil, btc_to_sats, sat_vb_to_b
 from shared.node.client import READ_ONLY_METHODS, parse_outpoint, redact
 from shared.node.errors import (
     AlreadyKnown,
+    AuthFailed,
     FeeTooHigh,
     InputsMissingOrSpent,
     InsufficientFunds,
@@ -120,3 +128,60 @@ def test_outpoints() -> None:
     for bad in ("abc:1", "ab" * 32, "ab" * 32 + ":x"):
         with pytest.raises(ValueError):
             parse_outpoint(bad)
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers every JSON-RPC POST with result 0 and records its Authorization headers."""
+
+    seen: list[list[str]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        _Recorder.seen.append(self.headers.get_all("Authorization") or [])
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"result": 0, "error": None, "id": 1}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def recorder() -> Iterator[int]:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Recorder.seen = []
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("password", ["p/a+s@s%w", "a%2Fb", "+/@%:=", "plain"])
+def test_the_authorization_header_carries_the_percent_decoded_credentials(
+    recorder: int, password: str
+) -> None:
+    quoted = urllib.parse.quote(password, safe="")
+    client = NodeClient(f"http://ops%20user:{quoted}@127.0.0.1:{recorder}/wallet/hot")
+
+    assert client.call("getblockcount") == 0
+
+    expected = "Basic " + base64.b64encode(f"ops user:{password}".encode()).decode()
+    assert _Recorder.seen == [[expected]]  # exactly one header, the decoded one
+
+
+def test_a_password_with_slash_plus_at_and_percent_is_accepted_by_the_node() -> None:
+    from devnode.server import start_devnode
+
+    with start_devnode(port=0, rpcuser="ops user", rpcpassword="p/a+s@s%w") as dn:
+        assert "p%2Fa%2Bs%40s%25w" in dn.wallet_url
+        assert NodeClient(dn.wallet_url).call("getblockcount") == 0
+        wrong = dn.wallet_url.replace("%25w", "%25x")
+        with pytest.raises(AuthFailed) as caught:
+            NodeClient(wrong).call("getblockcount")
+        assert "p%2Fa" not in str(caught.value) and "p/a" not in str(caught.value)
