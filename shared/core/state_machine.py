@@ -1,4 +1,6 @@
-"""The payout state machine (docs/architecture.md §4). The only code that writes `payouts.state`.
+"""The payout and transaction state machines (docs/architecture.md §4). The only code that
+writes `payouts.state` or `transactions.state` (tests/unit/shared/core/test_state_writes.py scans
+the source to keep it so).
 
 Every transition is a single compare-and-set UPDATE: `WHERE id = :id AND state IN (:expected)`
 plus any extra guard the caller needs (claim token, lease expiry). The row count tells whether
@@ -16,7 +18,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, update
 from sqlalchemy.orm import Session
 
-from shared.core.models import Payout, PayoutEvent, PayoutState, utcnow
+from shared.core.models import Payout, PayoutEvent, PayoutState, Transaction, TxState, utcnow
 
 log = logging.getLogger(__name__)
 S = PayoutState
@@ -36,6 +38,17 @@ ALLOWED: Mapping[PayoutState, frozenset[PayoutState]] = {
 
 TERMINAL = frozenset(s for s, targets in ALLOWED.items() if not targets)
 
+T = TxState
+# A stored transaction's states. `signed` rows are inserted by claims.persist_signed_tx with the
+# payout's `claimed -> signed` CAS. `broadcast -> broadcast` and `confirmed -> confirmed` refresh
+# the confirmation count; `confirmed -> broadcast` is a reorg; `conflicted` is proven dead.
+TX_ALLOWED: Mapping[TxState, frozenset[TxState]] = {
+    T.SIGNED: frozenset({T.BROADCAST, T.CONFLICTED}),
+    T.BROADCAST: frozenset({T.BROADCAST, T.CONFIRMED, T.CONFLICTED}),
+    T.CONFIRMED: frozenset({T.CONFIRMED, T.BROADCAST, T.CONFLICTED}),
+    T.CONFLICTED: frozenset(),
+}
+
 
 class IllegalTransition(ValueError):
     """A programming error: the code asked for a transition the machine does not have."""
@@ -43,6 +56,10 @@ class IllegalTransition(ValueError):
 
 def is_allowed(source: PayoutState, target: PayoutState) -> bool:
     return target in ALLOWED[source]
+
+
+def is_tx_allowed(source: TxState, target: TxState) -> bool:
+    return target in TX_ALLOWED[source]
 
 
 def create_payout(
@@ -155,3 +172,44 @@ def transition(
             )
             return True
     return False
+
+
+def transition_tx(
+    session: Session,
+    tx_id: uuid.UUID,
+    *,
+    expected: TxState | Iterable[TxState],
+    target: TxState,
+    values: Mapping[str, Any] | None = None,
+) -> bool:
+    """Compare-and-set `transactions.state`: `UPDATE transactions SET state = :target, …
+    WHERE id = :id AND state IN (:expected)`.
+
+    Returns True when the row moved (it was in one of `expected`), False when it was not (it
+    moved on, or does not exist): the caller decides what a lost CAS means. `values` are other
+    columns set in the same UPDATE (attribute names of `Transaction`); `updated_at` is always
+    set. The caller owns the DB transaction.
+    """
+    sources = [TxState(s) for s in ([expected] if isinstance(expected, str) else expected)]
+    target = TxState(target)
+    if not sources:
+        raise IllegalTransition("no expected transaction state given")
+    for source in sources:
+        if not is_tx_allowed(source, target):
+            raise IllegalTransition(f"{source} -> {target} is not a transaction transition")
+    if "state" in (values or {}):
+        raise IllegalTransition("pass the new state as target, not in values")
+    new_values: dict[str, Any] = dict(values or {})
+    new_values.update(state=target, updated_at=utcnow())
+    stmt = (
+        update(Transaction)
+        .where(Transaction.id == tx_id, Transaction.state.in_(sources))
+        .values(**new_values)
+        .returning(Transaction.id)
+        .execution_options(synchronize_session=False)
+    )
+    result = cast(CursorResult[Any], session.execute(stmt))
+    moved = result.first() is not None
+    if moved:
+        log.debug("transaction %s: -> %s", tx_id, target.value)
+    return moved

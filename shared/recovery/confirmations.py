@@ -9,11 +9,11 @@ import uuid
 from dataclasses import dataclass
 
 import redis
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from shared.core.models import PayoutState, Transaction, TxState, utcnow
-from shared.core.state_machine import transition
+from shared.core.models import PayoutState, Transaction, TxState
+from shared.core.state_machine import transition, transition_tx
 from shared.infra.db import session_scope
 from shared.infra.settings import Settings
 from shared.node import NodeClient
@@ -108,26 +108,38 @@ def _track_one(
 ) -> None:
     info = chain_view(node, tx.txid)
     confirmations = int(info.get("confirmations", 0))
+    seen = {"confirmations": confirmations, "block_hash": info.get("blockhash")}
     payout_ids = payouts_of(session, tx.id)
+    # Every write below is a CAS from the state read here (transition_tx); the payouts move
+    # only once their transaction did, so the two never disagree.
+    state = TxState(tx.state)
     if confirmations >= settings.min_confirmations:
-        report.confirmed += _move_all(
-            session, payout_ids, S.BROADCAST, S.CONFIRMED,
-            f"{tx.txid} has {confirmations} confirmations",
-        )  # fmt: skip
-        _set_tx(session, tx, TxState.CONFIRMED, confirmations, info.get("blockhash"))
+        if transition_tx(session, tx.id, expected=state, target=TxState.CONFIRMED, values=seen):
+            report.confirmed += _move_all(
+                session, payout_ids, S.BROADCAST, S.CONFIRMED,
+                f"{tx.txid} has {confirmations} confirmations",
+            )  # fmt: skip
         return
-    if tx.state == TxState.CONFIRMED:
+    if state == TxState.CONFIRMED:
+        if not transition_tx(session, tx.id, expected=state, target=TxState.BROADCAST, values=seen):
+            return
         report.reorged += _move_all(
             session, payout_ids, S.CONFIRMED, S.BROADCAST,
             f"reorg: {tx.txid} now has {confirmations} confirmations",
         )  # fmt: skip
+        if confirmations > 0:
+            return
+        state = TxState.BROADCAST
     if confirmations > 0:
-        _set_tx(session, tx, TxState.BROADCAST, confirmations, info.get("blockhash"))
+        transition_tx(session, tx.id, expected=state, target=TxState.BROADCAST, values=seen)
         return
     # Unconfirmed. Still in the mempool → wait. Otherwise either provably dead, or simply
     # dropped (node restart without mempool, reorg): resend the same bytes.
     if node.get_mempool_entry(tx.txid) is not None:
-        _set_tx(session, tx, TxState.BROADCAST, 0, None)
+        transition_tx(
+            session, tx.id, expected=state, target=TxState.BROADCAST,
+            values={"confirmations": 0, "block_hash": None},
+        )  # fmt: skip
         return
     proof = prove_dead(node, tx.txid, list(tx.inputs))
     if proof is not None:
@@ -153,20 +165,4 @@ def _move_all(
     return sum(
         transition(session, pid, expected=source, target=target, actor=ACTOR, reason=reason)
         for pid in payout_ids
-    )
-
-
-def _set_tx(
-    session: Session,
-    tx: Transaction,
-    state: TxState,
-    confirmations: int,
-    block_hash: str | None,
-) -> None:
-    session.execute(
-        update(Transaction)
-        .where(Transaction.id == tx.id)
-        .values(
-            state=state, confirmations=confirmations, block_hash=block_hash, updated_at=utcnow()
-        )
     )

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared.core.models import Payout, PayoutState, Transaction, TxState, utcnow
-from shared.core.state_machine import transition
+from shared.core.state_machine import transition, transition_tx
 from shared.node import NodeClient
 from shared.node.amounts import btc_to_sats
 from shared.node.errors import (
@@ -154,11 +154,12 @@ def _confirmations(node: NodeClient, txid: str) -> int:
 
 
 def _mark_broadcast(session: Session, tx: Transaction, actor: str) -> None:
-    session.execute(
-        update(Transaction)
-        .where(Transaction.id == tx.id, Transaction.state == TxState.SIGNED)
-        .values(state=TxState.BROADCAST, updated_at=utcnow(), last_error=None)
-    )
+    # Only a `signed` row moves: a re-send of a `broadcast` (or reorged) row changes nothing.
+    # The payouts' own CAS (`signed -> broadcast`) is what decides for each payout.
+    transition_tx(
+        session, tx.id, expected=TxState.SIGNED, target=TxState.BROADCAST,
+        values={"last_error": None},
+    )  # fmt: skip
     for payout_id in payouts_of(session, tx.id):
         transition(
             session,
@@ -181,11 +182,12 @@ def mark_dead(
     re-sends.
     """
     dead_reason = proof.reason(tx.txid)
-    session.execute(
-        update(Transaction)
-        .where(Transaction.id == tx.id)
-        .values(state=TxState.CONFLICTED, updated_at=utcnow(), last_error=dead_reason)
-    )
+    # Already `conflicted` (another run recorded the proof): the payouts' CAS below then finds
+    # them `failed` and changes nothing either.
+    transition_tx(
+        session, tx.id, expected=[TxState.SIGNED, TxState.BROADCAST, TxState.CONFIRMED],
+        target=TxState.CONFLICTED, values={"last_error": dead_reason},
+    )  # fmt: skip
     for payout in session.execute(select(Payout).where(Payout.tx_id == tx.id)).scalars():
         paid_by = _conflict_paying(node, proof.conflicts, payout.destination, payout.amount_sats)
         reason = (

@@ -12,20 +12,25 @@ import pytest
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
-from shared.core.models import Payout, PayoutEvent, PayoutState
+from shared.core.models import Payout, PayoutEvent, PayoutState, Transaction, TxState
 from shared.core.state_machine import (
     ALLOWED,
     TERMINAL,
+    TX_ALLOWED,
     IllegalTransition,
     create_payout,
     is_allowed,
     transition,
+    transition_tx,
 )
 from tests.unit.shared.factories import REGTEST_P2WPKH, make_payout, sqlite_engine
 
 S = PayoutState
 ALLOWED_PAIRS = [(s, t) for s in S for t in sorted(ALLOWED[s])]
 ILLEGAL_PAIRS = [(s, t) for s in S for t in S if t not in ALLOWED[s]]
+T = TxState
+TX_ALLOWED_PAIRS = [(s, t) for s in T for t in sorted(TX_ALLOWED[s])]
+TX_ILLEGAL_PAIRS = [(s, t) for s in T for t in T if t not in TX_ALLOWED[s]]
 
 
 @pytest.fixture
@@ -256,3 +261,103 @@ class TestIllegalTransitions:
         session.commit()
 
         assert snapshot(session, payout.id) == before
+
+
+def make_tx(session: Session, state: TxState) -> Transaction:
+    tx = Transaction(
+        id=uuid.uuid4(),
+        txid=uuid.uuid4().hex * 2,
+        raw_hex="00",
+        fee_sats=100,
+        inputs=["a" * 64 + ":0"],
+        state=state,
+    )
+    session.add(tx)
+    session.commit()
+    return tx
+
+
+def tx_columns(session: Session, tx_id: uuid.UUID) -> dict[str, Any]:
+    session.expire_all()
+    tx = session.get(Transaction, tx_id)
+    assert tx is not None
+    return {c.key: getattr(tx, c.key) for c in inspect(Transaction).mapper.column_attrs}
+
+
+class TestTransactionTransitions:
+    def test_every_state_has_an_entry_and_conflicted_is_final(self) -> None:
+        assert set(TX_ALLOWED) == set(T)
+        assert TX_ALLOWED[T.CONFLICTED] == frozenset()
+        assert T.SIGNED not in set().union(*TX_ALLOWED.values())  # nothing goes back to signed
+
+    @pytest.mark.parametrize(("source", "target"), TX_ALLOWED_PAIRS, ids=lambda s: str(s))
+    def test_moves_and_writes_the_values_in_the_same_update(
+        self, session: Session, source: TxState, target: TxState
+    ) -> None:
+        tx = make_tx(session, source)
+        before = tx_columns(session, tx.id)
+
+        moved = transition_tx(
+            session, tx.id, expected=source, target=target, values={"confirmations": 7}
+        )
+        session.commit()
+
+        assert moved is True
+        after = tx_columns(session, tx.id)
+        assert (after["state"], after["confirmations"]) == (target, 7)
+        assert after["updated_at"] >= before["updated_at"]
+
+    @pytest.mark.parametrize(("source", "target"), TX_ALLOWED_PAIRS, ids=lambda s: str(s))
+    def test_refused_when_the_row_is_in_any_other_state(
+        self, session: Session, source: TxState, target: TxState
+    ) -> None:
+        for actual in T:
+            if actual == source:
+                continue
+            tx = make_tx(session, actual)
+            before = tx_columns(session, tx.id)
+
+            moved = transition_tx(session, tx.id, expected=source, target=target)
+            session.commit()
+
+            assert moved is False, f"{actual} row moved by a CAS expecting {source}"
+            assert tx_columns(session, tx.id) == before
+
+    def test_several_expected_states(self, session: Session) -> None:
+        tx = make_tx(session, T.BROADCAST)
+
+        moved = transition_tx(
+            session, tx.id, expected=[T.SIGNED, T.BROADCAST], target=T.CONFLICTED
+        )
+        session.commit()
+
+        assert moved is True
+        assert tx_columns(session, tx.id)["state"] == T.CONFLICTED
+
+    @pytest.mark.parametrize(("source", "target"), TX_ILLEGAL_PAIRS, ids=lambda s: str(s))
+    def test_illegal_transition_raises_and_changes_nothing(
+        self, session: Session, source: TxState, target: TxState
+    ) -> None:
+        tx = make_tx(session, source)
+        before = tx_columns(session, tx.id)
+
+        with pytest.raises(IllegalTransition):
+            transition_tx(session, tx.id, expected=source, target=target)
+        session.commit()
+
+        assert tx_columns(session, tx.id) == before
+
+    def test_state_smuggled_in_values_or_no_expected_state_raises(self, session: Session) -> None:
+        tx = make_tx(session, T.SIGNED)
+        with pytest.raises(IllegalTransition):
+            transition_tx(
+                session, tx.id, expected=T.SIGNED, target=T.BROADCAST,
+                values={"state": T.CONFIRMED},
+            )  # fmt: skip
+        with pytest.raises(IllegalTransition):
+            transition_tx(session, tx.id, expected=[], target=T.BROADCAST)
+        session.commit()
+        assert tx_columns(session, tx.id)["state"] == T.SIGNED
+
+    def test_unknown_transaction_moves_nothing(self, session: Session) -> None:
+        assert transition_tx(session, uuid.uuid4(), expected=T.SIGNED, target=T.BROADCAST) is False
