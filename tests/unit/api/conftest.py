@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.core.models import Base
-from shared.infra.db import get_engine, session_scope
+from shared.infra.db import session_scope
 from shared.intake.api_keys import create_api_key
 from shared.sending import dispatch
 
@@ -22,6 +21,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from api.app import create_app
+from tests.unit.shared.factories import migrate_app_database
 
 SETTINGS_ENV = {
     "PAYOUTS_NETWORK": "regtest",
@@ -62,7 +62,7 @@ def app_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("PAYOUTS_DATABASE_URL", url)
     for name, value in SETTINGS_ENV.items():
         monkeypatch.setenv(name, value)
-    Base.metadata.create_all(get_engine())
+    migrate_app_database()
     return url
 
 

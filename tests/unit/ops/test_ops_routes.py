@@ -11,8 +11,6 @@ import fakeredis
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.core.models import Base
-from shared.infra.db import get_engine
 from shared.ops import health, metrics
 from shared.ops.health import CheckResult, Status
 
@@ -21,6 +19,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from api.app import create_app
+from tests.unit.shared.factories import migrate_app_database
 
 
 @pytest.fixture
@@ -28,7 +27,7 @@ def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClie
     monkeypatch.setenv("PAYOUTS_DATABASE_URL", f"sqlite:///{tmp_path / 'ops.db'}")
     # No node here (port 1): the balance is left out, the route still answers.
     monkeypatch.setenv("PAYOUTS_BITCOIND_URL", "http://u:p@127.0.0.1:1/wallet/hot")
-    Base.metadata.create_all(get_engine())
+    migrate_app_database()
     with TestClient(create_app(), raise_server_exceptions=False) as test_client:
         yield test_client
 

@@ -1,4 +1,7 @@
-"""Unit-test helpers: a SQLite database with the model schema, and a payout factory.
+"""Unit-test helpers: a SQLite database with the migrated schema, and a payout factory.
+
+The schema comes from the Alembic migrations, as in production (not `Base.metadata.create_all`):
+they run once per test session into a template file, and every test gets a copy of it.
 
 Tests may set any column directly (including `state`) to build a scenario; production code
 may not, which is exactly what the state machine tests check.
@@ -6,15 +9,23 @@ may not, which is exactly what the state machine tests check.
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 import uuid
 from datetime import timedelta
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from shared.core.models import Base, IdempotencyKey, Payout, PayoutEvent, PayoutState, utcnow
+from shared.core.models import IdempotencyKey, Payout, PayoutEvent, PayoutState, utcnow
 from shared.infra.db import make_engine
+from shared.infra.migrate import upgrade
+from shared.infra.settings import get_settings
 
 # Valid regtest addresses (BIP173 test vectors re-encoded with the `bcrt` prefix, and a
 # base58 P2PKH that regtest shares with testnet).
@@ -23,10 +34,36 @@ REGTEST_P2WSH = "bcrt1qrp33g0q5c5txsp9arysrx4k6zdkfs4nce4xj0gdcccefvpysxf3qzf4jr
 TESTNET_P2PKH = "mipcBbFg9gMiCh81Kj8tqqdgoZub1ZJRfn"
 
 
-def sqlite_engine(path: str) -> Engine:
-    engine = make_engine(f"sqlite:///{path}")
-    Base.metadata.create_all(engine)
-    return engine
+@cache
+def _migrated_template() -> Path:
+    """A SQLite file migrated to head, made once per test process."""
+    directory = Path(tempfile.mkdtemp(prefix="payouts-schema-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    template = directory / "migrated.db"
+    upgrade(f"sqlite:///{template}")
+    return template
+
+
+def migrated_sqlite(path: str | Path) -> str:
+    """Make `path` a new SQLite database with the migrated schema; return its URL."""
+    target = Path(path)
+    if target.exists() and target.stat().st_size > 0:
+        raise FileExistsError(f"{target} already exists; a migrated copy needs a new file")
+    shutil.copyfile(_migrated_template(), target)
+    return f"sqlite:///{target}"
+
+
+def sqlite_engine(path: str | Path) -> Engine:
+    return make_engine(migrated_sqlite(path))
+
+
+def migrate_app_database() -> None:
+    """Give the configured database (PAYOUTS_DATABASE_URL, a new SQLite file) the migrated
+    schema. Call it before the app's engine first connects."""
+    url = make_url(get_settings().database_url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        raise ValueError(f"unit tests migrate SQLite files only, not {url!r}")
+    migrated_sqlite(url.database)
 
 
 def make_payout(

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cli import apikeys
-from shared.core.models import ApiKey, Base
-from shared.infra.db import get_engine, get_sessionmaker
+from shared.core.models import ApiKey
+from shared.infra.db import get_sessionmaker
 from shared.intake.api_keys import (
     SCOPES,
     ApiKeyError,
@@ -24,7 +24,7 @@ from shared.intake.api_keys import (
     revoke_api_key,
     verify_api_key,
 )
-from tests.unit.shared.factories import sqlite_engine
+from tests.unit.shared.factories import migrate_app_database, sqlite_engine
 
 SECRET_RE = re.compile(r"^pp_[0-9a-f]{8}_[A-Za-z0-9_-]{32,}$")
 
@@ -42,7 +42,7 @@ def app_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Make a fresh SQLite file the configured database, as the CLI would see it."""
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     monkeypatch.setenv("PAYOUTS_DATABASE_URL", url)
-    Base.metadata.create_all(get_engine())
+    migrate_app_database()
     return url
 
 

@@ -15,12 +15,12 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session
 
-from shared.core.models import Base, PayoutEvent, PayoutState, Route
-from shared.infra.db import get_engine, session_scope
+from shared.core.models import PayoutEvent, PayoutState, Route
+from shared.infra.db import session_scope
 from shared.node.errors import NodeUnavailable
 from shared.ops import metrics
 from shared.ops.metrics import ClaimConflict, PayoutsCollector
-from tests.unit.shared.factories import make_payout
+from tests.unit.shared.factories import make_payout, migrate_app_database
 
 S = PayoutState
 NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -64,7 +64,7 @@ def counters(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeRedis:
 @pytest.fixture
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("PAYOUTS_DATABASE_URL", f"sqlite:///{tmp_path / 'metrics.db'}")
-    Base.metadata.create_all(get_engine())
+    migrate_app_database()
     yield
 
 

@@ -9,11 +9,11 @@ import fakeredis
 import pytest
 from sqlalchemy.orm import Session
 
-from shared.core.models import Base, PayoutState, Route, utcnow
+from shared.core.models import PayoutState, Route, utcnow
 from shared.infra.db import get_engine
 from shared.infra.settings import get_settings
 from shared.recovery.sweep import republish_unclaimed
-from tests.unit.shared.factories import make_payout
+from tests.unit.shared.factories import make_payout, migrate_app_database
 
 S = PayoutState
 
@@ -22,7 +22,7 @@ S = PayoutState
 def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Session:
     monkeypatch.setenv("PAYOUTS_DATABASE_URL", f"sqlite:///{tmp_path / 'm.db'}")
     monkeypatch.setenv("PAYOUTS_SWEEP_AFTER_SECONDS", "30")
-    Base.metadata.create_all(get_engine())
+    migrate_app_database()
     return Session(get_engine(), expire_on_commit=False)
 
 

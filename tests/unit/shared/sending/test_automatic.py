@@ -12,13 +12,13 @@ from sqlalchemy.orm import Session
 
 from cli.addresses import external_address
 from devnode.server import start_devnode
-from shared.core.models import Base, Payout, PayoutState, Route
+from shared.core.models import Payout, PayoutState, Route
 from shared.infra.db import get_engine
 from shared.infra.locks import payout_lock
 from shared.infra.settings import get_settings
 from shared.node import NodeClient
 from shared.sending.automatic import Outcome, process_payout
-from tests.unit.shared.factories import make_payout
+from tests.unit.shared.factories import make_payout, migrate_app_database
 
 S = PayoutState
 
@@ -34,7 +34,7 @@ def node() -> Iterator[NodeClient]:
 @pytest.fixture
 def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Session]:
     monkeypatch.setenv("PAYOUTS_DATABASE_URL", f"sqlite:///{tmp_path / 'p.db'}")
-    Base.metadata.create_all(get_engine())
+    migrate_app_database()
     with Session(get_engine(), expire_on_commit=False) as session:
         yield session
 

@@ -18,13 +18,13 @@ from sqlalchemy.orm import Session
 
 from cli.addresses import external_address
 from devnode.server import RunningDevnode, start_devnode
-from shared.core.models import Base, Payout, PayoutState, Route, Transaction
+from shared.core.models import Payout, PayoutState, Route, Transaction
 from shared.infra.db import get_engine
 from shared.infra.settings import get_settings
 from shared.node import NodeClient
 from shared.node.amounts import btc_to_sats
 from shared.sending import manual
-from tests.unit.shared.factories import make_payout
+from tests.unit.shared.factories import make_payout, migrate_app_database
 
 S = PayoutState
 AMOUNT = 2_000_000
@@ -48,7 +48,7 @@ def node(devnode: RunningDevnode) -> NodeClient:
 def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Session]:
     monkeypatch.setenv("PAYOUTS_DATABASE_URL", f"sqlite:///{tmp_path / 'p.db'}")
     monkeypatch.setenv("PAYOUTS_MAX_FEE_RATE_SAT_VB", "50")
-    Base.metadata.create_all(get_engine())
+    migrate_app_database()
     with Session(get_engine(), expire_on_commit=False) as session:
         yield session
 
