@@ -30,10 +30,10 @@ from bench.workers import PIPELINE_APP, running_workers
 from cli.addresses import external_address
 from cli.funding import fund_wallet
 from cli.processes import wait_until
+from cli.regtest_node import RegtestNode
 from shared.core.models import Payout, PayoutEvent, PayoutState
 from shared.infra.db import session_scope
 from shared.intake import payouts as intake
-from shared.node import NodeClient
 from shared.sending.dispatch import enqueue_process_payout
 
 APPROVER = "bench-approver"
@@ -153,7 +153,7 @@ def run_pipeline(
     make later runs slower for reasons that are not the pipeline's)."""
     with devnode_process(workdir) as node:
         coins = repeat * payouts + 2 * workers + light_load + SPARE_COINS
-        fund_wallet(NodeClient(node.wallet_url), coins, COIN_SATS)
+        fund_wallet(RegtestNode(node.wallet_url), coins, COIN_SATS)
         run_env = {**env, "PAYOUTS_BITCOIND_URL": node.wallet_url}
         with running_workers(PIPELINE_APP, workers, run_env, workdir) as pool:
             _drain(2 * workers, workers)  # warm-up: DB pool, node connection, imports

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from cli.embedded import free_port
 from cli.processes import ManagedProcess, wait_until
-from shared.node import NodeClient
+from cli.regtest_node import RegtestNode
 from shared.node.errors import NodeError
 from tests.support.databases import scratch_database
 
@@ -59,7 +59,7 @@ def devnode_process(workdir: Path) -> Iterator[NodeProcess]:
             "--port", str(port), "--log-level", "WARNING"]  # fmt: skip
     proc = ManagedProcess("devnode", argv, os.environ, workdir)
     url = f"http://payouts:payouts@127.0.0.1:{port}/wallet/hot"
-    node = NodeClient(url, timeout=5, read_retries=0)
+    node = RegtestNode(url, timeout=5, read_retries=0)
 
     def answering() -> bool:
         if not proc.alive():

@@ -56,8 +56,8 @@ def run_demo(payouts: int = 5, workers: int = 2) -> int:
 
 
 def _run(stack: ExitStack, workdir: Path, n_payouts: int, n_workers: int) -> int:
+    from cli.regtest_node import RegtestNode
     from devnode.server import start_devnode
-    from shared.node import NodeClient
 
     say(f"== Payout Processor demo (work dir {workdir})")
     redis_url, embedded = choose_redis(workdir)
@@ -65,7 +65,7 @@ def _run(stack: ExitStack, workdir: Path, n_payouts: int, n_workers: int) -> int
         stack.callback(embedded.stop)
     say(f"redis: {redis_url}{' (embedded)' if embedded else ''}")
     devnode = stack.enter_context(start_devnode(host="127.0.0.1", port=0))
-    node = NodeClient(devnode.wallet_url)
+    node = RegtestNode(devnode.wallet_url)
     fund_wallet(node, FUNDING_COINS, FUNDING_COIN_SATS)
     say(
         f"simulated regtest node: {devnode.wallet_url.split('@')[-1]}  "

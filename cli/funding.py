@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from shared.node import NodeClient
+from cli.regtest_node import RegtestNode
 
 # Outputs per funding transaction: keeps each one a normal size (~8 kvB) at any coin count.
 FAN_OUT_PER_TX = 250
 COINBASE_MATURITY_HEIGHT = 101  # the first coinbase becomes spendable at this height
 
 
-def fund_wallet(node: NodeClient, coins: int, coin_sats: int) -> None:
+def fund_wallet(node: RegtestNode, coins: int, coin_sats: int) -> None:
     """Give the hot wallet `coins` confirmed coins of `coin_sats` each.
 
     The wallet picks confirmed coins before unconfirmed change, so with a coin per payout no

@@ -10,6 +10,9 @@
   harmless). Nothing else is retried, and `sendrawtransaction` never is: after a timeout the
   outcome is unknown, and the caller's rebroadcast of the persisted bytes is the retry.
 - The URL's password never appears in logs or exception messages.
+- Only what the product (api/, workers/, shared/) calls. Mining, wallet sends, fee bumps,
+  signing as the external signer and the simulated node's faults are on
+  `cli.regtest_node.RegtestNode`, the subclass the demo, tests, bench and chaos suite use.
 """
 
 from __future__ import annotations
@@ -116,7 +119,7 @@ def parse_outpoint(outpoint: str) -> tuple[str, int]:
     return txid, int(vout)
 
 
-def _outpoint_objects(outpoints: list[str]) -> list[dict[str, Any]]:
+def outpoint_objects(outpoints: list[str]) -> list[dict[str, Any]]:
     return [{"txid": t, "vout": n} for t, n in map(parse_outpoint, outpoints)]
 
 
@@ -234,9 +237,6 @@ class NodeClient:
     def get_blockchain_info(self) -> dict[str, Any]:
         return dict(self.call("getblockchaininfo"))
 
-    def get_block_count(self) -> int:
-        return int(self.call("getblockcount"))
-
     def get_best_block_hash(self) -> str:
         return str(self.call("getbestblockhash"))
 
@@ -246,11 +246,6 @@ class NodeClient:
     def get_balance_sats(self) -> int:
         """Trusted spendable balance (bitcoind's getbalance)."""
         return btc_to_sats(self.call("getbalance"))
-
-    def get_new_address(self, address_type: str | None = None) -> str:
-        if address_type is None:
-            return str(self.call("getnewaddress"))
-        return str(self.call("getnewaddress", "", address_type))
 
     def get_address_info(self, address: str) -> dict[str, Any]:
         return dict(self.call("getaddressinfo", address))
@@ -266,7 +261,7 @@ class NodeClient:
     def create_raw_transaction(self, outputs: dict[str, int],
                                inputs: list[str] | None = None) -> str:
         outs = {address: sats_to_btc(sats) for address, sats in outputs.items()}
-        return str(self.call("createrawtransaction", _outpoint_objects(inputs or []), outs))
+        return str(self.call("createrawtransaction", outpoint_objects(inputs or []), outs))
 
     def fund_raw_transaction(self, raw_hex: str, *, fee_rate_sat_vb: int,
                              lock_unspents: bool = True, replaceable: bool = True,
@@ -330,9 +325,6 @@ class NodeClient:
         result = self.call("gettxout", txid, vout, include_mempool)
         return None if result is None else dict(result)
 
-    def list_unspent(self, min_conf: int = 0) -> list[dict[str, Any]]:
-        return list(self.call("listunspent", min_conf))
-
     def list_since_block(self, blockhash: str | None = None) -> dict[str, Any]:
         if blockhash is None:
             return dict(self.call("listsinceblock"))
@@ -340,24 +332,18 @@ class NodeClient:
 
     # ------------------------------------------------------------ coin locks
 
-    def lock_unspent(self, outpoints: list[str]) -> None:
-        if not outpoints:
-            return
-        if self.call("lockunspent", False, _outpoint_objects(outpoints)) is not True:
-            raise WalletError("lockunspent returned false")
-
     def unlock_unspent(self, outpoints: list[str]) -> None:
         """Unlock; outpoints already unlocked, spent or unknown are fine (no error)."""
         if not outpoints:
             return  # an empty list must never become bitcoind's "unlock everything"
         try:
-            self.call("lockunspent", True, _outpoint_objects(outpoints))
+            self.call("lockunspent", True, outpoint_objects(outpoints))
             return
         except InvalidParameter:
             pass  # bitcoind changes nothing if one outpoint is not locked: go one by one
         for outpoint in outpoints:
             try:
-                self.call("lockunspent", True, _outpoint_objects([outpoint]))
+                self.call("lockunspent", True, outpoint_objects([outpoint]))
             except InvalidParameter as exc:
                 log.debug("unlock %s: %s", outpoint, exc.message)
 
@@ -372,14 +358,10 @@ class NodeClient:
         outs = {address: sats_to_btc(sats) for address, sats in outputs.items()}
         options = {"fee_rate": fee_rate_sat_vb, "lockUnspents": lock_unspents,
                    "add_inputs": add_inputs, "replaceable": True}
-        result = self.call("walletcreatefundedpsbt", _outpoint_objects(inputs or []), outs, 0,
+        result = self.call("walletcreatefundedpsbt", outpoint_objects(inputs or []), outs, 0,
                            options)
         return FundedPsbt(str(result["psbt"]), btc_to_sats(result["fee"]),
                           int(result["changepos"]))
-
-    def wallet_process_psbt(self, psbt: str, sign: bool = True) -> tuple[str, bool]:
-        result = self.call("walletprocesspsbt", psbt, sign)
-        return str(result["psbt"]), bool(result["complete"])
 
     def finalize_psbt(self, psbt: str) -> tuple[str | None, bool]:
         result = self.call("finalizepsbt", psbt)
@@ -389,35 +371,8 @@ class NodeClient:
     def decode_psbt(self, psbt: str) -> dict[str, Any]:
         return dict(self.call("decodepsbt", psbt))
 
-    # ------------------------------------------------------------ wallet sends and mining
-
-    def generate_to_address(self, n: int, address: str) -> list[str]:
-        return [str(h) for h in self.call("generatetoaddress", n, address)]
-
-    def send_to_address(self, address: str, amount_sats: int, *,
-                        fee_rate_sat_vb: int | None = None) -> str:
-        if fee_rate_sat_vb is None:
-            return str(self.call("sendtoaddress", address, sats_to_btc(amount_sats)))
-        # Positional form of fee_rate (10th argument); the nulls mean "default".
-        return str(self.call("sendtoaddress", address, sats_to_btc(amount_sats), "", "", False,
-                             True, None, "unset", None, fee_rate_sat_vb))
-
-    def send_many(self, amounts: dict[str, int], *, fee_rate_sat_vb: int | None = None) -> str:
-        outs = {address: sats_to_btc(sats) for address, sats in amounts.items()}
-        if fee_rate_sat_vb is None:
-            return str(self.call("sendmany", "", outs))
-        return str(self.call("sendmany", "", outs, None, "", [], True, None, "unset",
-                             fee_rate_sat_vb))
-
-    def bump_fee(self, txid: str, *, fee_rate_sat_vb: int | None = None) -> dict[str, Any]:
-        options = {} if fee_rate_sat_vb is None else {"fee_rate": fee_rate_sat_vb}
-        return dict(self.call("bumpfee", txid, options))
-
-    def abandon_transaction(self, txid: str) -> None:
-        self.call("abandontransaction", txid)
-
 
 __all__ = [
     "DecodedTx", "FundedPsbt", "FundedTx", "NodeClient", "NodeError", "READ_ONLY_METHODS",
-    "TxOutput", "parse_outpoint", "redact",
+    "TxOutput", "outpoint_objects", "parse_outpoint", "redact",
 ]

@@ -25,8 +25,8 @@ from sqlalchemy.pool import NullPool
 
 from cli.funding import fund_wallet
 from cli.processes import ManagedProcess, wait_for_worker_ready, wait_until, worker_argv
+from cli.regtest_node import RegtestNode
 from shared.core.models import Payout, PayoutEvent, Transaction
-from shared.node import NodeClient
 from tests.chaos.oracle import DbRow, PayoutRef, Summary, judge_run, record
 from tests.chaos.traffic import Miner, Producer
 from tests.support.stack import Stack, build_stack
@@ -78,7 +78,7 @@ class ChaosStack:
     _engine: Engine | None = None
 
     @property
-    def node(self) -> NodeClient:
+    def node(self) -> RegtestNode:
         return self.stack.node
 
     def produce(self, amounts: list[int], duration: float) -> Producer:
@@ -294,7 +294,7 @@ def chaos_stack(
         os.environ.update(saved_env)
 
 
-def consolidate(node: NodeClient, coins: int) -> None:
+def consolidate(node: RegtestNode, coins: int) -> None:
     """Sweep the hot wallet into a few coins, so payouts spend each other's unconfirmed change
     in chains between blocks, as a busy hot wallet with few UTXOs does."""
     margin = 1_000_000  # fees of a many-input sweep, with room to spare

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.ledger import judge
-from shared.node import NodeClient
+from cli.regtest_node import RegtestNode
 
 # Every line printed this session, for the terminal summary (see conftest.py).
 SUMMARY_LINES: list[str] = []
@@ -85,7 +85,7 @@ class Summary:
         return "\n".join(lines)
 
 
-def ledger_outputs(node: NodeClient) -> dict[str, list[dict[str, Any]]]:
+def ledger_outputs(node: RegtestNode) -> dict[str, list[dict[str, Any]]]:
     """Address -> every output paying it (confirmed or in the mempool), from the node."""
     by_address: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for output in node.call("devnode_ledger"):
@@ -95,7 +95,7 @@ def ledger_outputs(node: NodeClient) -> dict[str, list[dict[str, Any]]]:
 
 def judge_run(
     scenario: str,
-    node: NodeClient,
+    node: RegtestNode,
     payouts: list[PayoutRef],
     rows: dict[str, DbRow],
     faults: int,
@@ -146,7 +146,7 @@ def judge_run(
     return summary
 
 
-def _could_still_confirm(node: NodeClient, raw_hex: str) -> bool:
+def _could_still_confirm(node: RegtestNode, raw_hex: str) -> bool:
     verdict = node.test_mempool_accept(raw_hex)
     reason = str(verdict.get("reject-reason", ""))
     return bool(verdict.get("allowed")) or "already" in reason

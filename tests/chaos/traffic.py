@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from cli.addresses import external_address
-from shared.node import NodeClient
+from cli.regtest_node import RegtestNode
 from tests.chaos.oracle import PayoutRef
 from tests.support.stack import Stack
 
@@ -127,7 +127,7 @@ class Miner:
     """Mines a block every `interval` seconds while running (devnode_mine is exempt from
     injected faults, so the chain keeps moving whatever the test does to the node)."""
 
-    def __init__(self, node: NodeClient, interval: float) -> None:
+    def __init__(self, node: RegtestNode, interval: float) -> None:
         self.node = node
         self.interval = interval
         self._running = threading.Event()

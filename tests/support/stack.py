@@ -30,7 +30,7 @@ from cli.processes import (
     wait_until,
     worker_argv,
 )
-from shared.node import NodeClient
+from cli.regtest_node import RegtestNode
 
 FUNDING_COINS = 60
 COIN_SATS = 20_000_000
@@ -52,7 +52,7 @@ def node_for_tests() -> Iterator[tuple[str, Any]]:
 @dataclass
 class Stack:
     env: dict[str, str]
-    node: NodeClient
+    node: RegtestNode
     devnode: Any
     api_url: str
     workdir: Path
@@ -146,7 +146,7 @@ def build_stack(*, postgres_url: str, redis_url: str, workdir: Path, **settings:
     stack = ExitStack()
     try:
         wallet_url, devnode = stack.enter_context(node_for_tests())
-        node = NodeClient(wallet_url)
+        node = RegtestNode(wallet_url)
         fund_wallet(node, FUNDING_COINS, COIN_SATS)
         redis.Redis.from_url(redis_url).flushdb()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PAYOUTS_")}

@@ -1,4 +1,5 @@
-"""A fresh simulated regtest node per test, driven only through HTTP and the real NodeClient.
+"""A fresh simulated regtest node per test, driven only through HTTP and the real client
+(`RegtestNode`: the production `NodeClient` plus the test helpers).
 
 Produced transactions are cross-checked with python-bitcoinlib, a library independent of
 the devnode's embit: its own deserializer, txid/wtxid hashing and BIP143/legacy sighash.
@@ -28,8 +29,8 @@ from bitcoin.core.serialize import Hash160
 from bitcoin.wallet import CBitcoinAddress
 from embit import ec
 
+from cli.regtest_node import RegtestNode
 from devnode.server import RunningDevnode, start_devnode
-from shared.node import NodeClient
 
 bitcoin.SelectParams("regtest")
 
@@ -41,12 +42,12 @@ def devnode() -> Iterator[RunningDevnode]:
 
 
 @pytest.fixture
-def node(devnode: RunningDevnode) -> NodeClient:
-    return NodeClient(devnode.wallet_url, timeout=10)
+def node(devnode: RunningDevnode) -> RegtestNode:
+    return RegtestNode(devnode.wallet_url, timeout=10)
 
 
 @pytest.fixture
-def funded(node: NodeClient) -> NodeClient:
+def funded(node: RegtestNode) -> RegtestNode:
     """101 blocks: one mature 50 BTC coinbase, 100 immature ones."""
     node.generate_to_address(101, node.get_new_address())
     return node
@@ -92,7 +93,7 @@ def verify_signatures_independently(raw_hex: str, spent: list[tuple[int, str]]) 
         assert ec.PublicKey.parse(pub).verify(ec.Signature.parse(sig[:-1]), digest)
 
 
-def pay(node: NodeClient, outputs: dict[str, int], fee_rate: int = 2) -> tuple[str, str, int]:
+def pay(node: RegtestNode, outputs: dict[str, int], fee_rate: int = 2) -> tuple[str, str, int]:
     """The worker's build path: create, fund (locking), sign. Returns (hex, txid, fee)."""
     funded = node.fund_raw_transaction(node.create_raw_transaction(outputs),
                                        fee_rate_sat_vb=fee_rate)

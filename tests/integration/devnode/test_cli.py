@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from shared.node import NodeClient
+from cli.regtest_node import RegtestNode
 
 
 def test_cli_serves_until_sigterm() -> None:
@@ -24,7 +24,7 @@ def test_cli_serves_until_sigterm() -> None:
         name, _, url = line.partition("=")
         assert name == "PAYOUTS_BITCOIND_URL"
         assert url.startswith("http://payouts:pw123@127.0.0.1:") and url.endswith("/wallet/ops")
-        node = NodeClient(url, timeout=10)
+        node = RegtestNode(url, timeout=10)
         assert node.get_blockchain_info()["chain"] == "regtest"
         assert node.get_balance_sats() == 50 * 100_000_000
         proc.send_signal(signal.SIGTERM)

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from cli.regtest_node import RegtestNode
 from devnode.server import RunningDevnode
-from shared.node import NodeClient
 from shared.node.errors import (
     InsufficientFunds,
     InvalidAddress,
@@ -30,7 +30,7 @@ def wait_until(predicate: object, timeout: float = 10.0) -> None:
     raise AssertionError("condition not met before the deadline")
 
 
-def test_fail_next_returns_the_armed_error_then_recovers(funded: NodeClient) -> None:
+def test_fail_next_returns_the_armed_error_then_recovers(funded: RegtestNode) -> None:
     funded.call("devnode_fail_next", "getbalance", -6, "Insufficient funds", 2)
     for _ in range(2):
         with pytest.raises(InsufficientFunds):
@@ -50,7 +50,7 @@ def test_fail_next_returns_the_armed_error_then_recovers(funded: NodeClient) -> 
     assert funded.get_block_count() == 101
 
 
-def test_dropped_reply_after_broadcast_is_unavailable_but_happened(funded: NodeClient) -> None:
+def test_dropped_reply_after_broadcast_is_unavailable_but_happened(funded: RegtestNode) -> None:
     signed, txid, _ = pay(funded, {FOREIGN: COIN})
     funded.call("devnode_drop_reply", "sendrawtransaction", 1)
     with pytest.raises(NodeUnavailable):
@@ -63,20 +63,20 @@ def test_dropped_reply_after_broadcast_is_unavailable_but_happened(funded: NodeC
 
 
 def test_read_only_calls_retry_through_a_dropped_reply(devnode: RunningDevnode,
-                                                       node: NodeClient) -> None:
+                                                       node: RegtestNode) -> None:
     node.call("devnode_drop_reply", "getblockcount", 1)
     assert node.get_block_count() == 0
-    no_retries = NodeClient(devnode.wallet_url, read_retries=0)
+    no_retries = RegtestNode(devnode.wallet_url, read_retries=0)
     no_retries.call("devnode_drop_reply", "getblockcount", 1)
     with pytest.raises(NodeUnavailable):
         no_retries.get_block_count()
 
 
 def test_latency_times_the_client_out_without_blocking_other_calls(
-    devnode: RunningDevnode, node: NodeClient
+    devnode: RunningDevnode, node: RegtestNode
 ) -> None:
     node.call("devnode_set_latency", "getnewaddress", 3)
-    impatient = NodeClient(devnode.wallet_url, timeout=0.5)
+    impatient = RegtestNode(devnode.wallet_url, timeout=0.5)
     with pytest.raises(NodeUnavailable) as caught:
         impatient.get_new_address()
     assert "timed out" in caught.value.message and "***" in caught.value.message
@@ -96,7 +96,7 @@ def test_latency_times_the_client_out_without_blocking_other_calls(
     assert node.call("devnode_status")["faults"]["latency"] == {}
 
 
-def test_restart_forgets_memory_locks_and_keeps_persistent_ones(funded: NodeClient) -> None:
+def test_restart_forgets_memory_locks_and_keeps_persistent_ones(funded: RegtestNode) -> None:
     funded.generate_to_address(2, funded.get_new_address())  # three mature coins
     coins = [f"{u['txid']}:{u['vout']}" for u in funded.list_unspent(1)]
     assert len(coins) == 3
@@ -113,7 +113,7 @@ def test_restart_forgets_memory_locks_and_keeps_persistent_ones(funded: NodeClie
     assert funded.list_lock_unspent() == []
 
 
-def test_reorg_returns_transactions_to_the_mempool(funded: NodeClient) -> None:
+def test_reorg_returns_transactions_to_the_mempool(funded: RegtestNode) -> None:
     signed, txid, _ = pay(funded, {FOREIGN: COIN})
     funded.send_raw_transaction(signed)
     funded.generate_to_address(1, funded.get_new_address())
@@ -140,7 +140,7 @@ def test_reorg_returns_transactions_to_the_mempool(funded: NodeClient) -> None:
     assert funded.get_transaction(txid)["confirmations"] == 3  # type: ignore[index]
 
 
-def test_double_spend_replaces_and_the_original_is_conflicted(funded: NodeClient) -> None:
+def test_double_spend_replaces_and_the_original_is_conflicted(funded: RegtestNode) -> None:
     signed, txid, _ = pay(funded, {FOREIGN: COIN})
     funded.send_raw_transaction(signed)
     thief = funded.call("devnode_double_spend", txid)
@@ -162,7 +162,7 @@ def test_double_spend_replaces_and_the_original_is_conflicted(funded: NodeClient
     assert ledger[0]["confirmations"] == 1
 
 
-def test_double_spend_to_a_chosen_address(funded: NodeClient) -> None:
+def test_double_spend_to_a_chosen_address(funded: RegtestNode) -> None:
     signed, txid, _ = pay(funded, {FOREIGN: COIN})
     funded.send_raw_transaction(signed)
     target = "bcrt1qq6hag67dl53wl99vzg42z8eyzfz2xlkvwk6f7m"
@@ -172,7 +172,7 @@ def test_double_spend_to_a_chosen_address(funded: NodeClient) -> None:
         50 * COIN - thief["fee_sats"]]
 
 
-def test_ledger_is_the_exactly_once_oracle(funded: NodeClient) -> None:
+def test_ledger_is_the_exactly_once_oracle(funded: RegtestNode) -> None:
     mine = funded.get_new_address()
     signed, txid, _ = pay(funded, {FOREIGN: 123_456, mine: 1_000_000})
     funded.send_raw_transaction(signed)
@@ -185,7 +185,7 @@ def test_ledger_is_the_exactly_once_oracle(funded: NodeClient) -> None:
     assert funded.call("devnode_ledger", mine)[0]["value_sats"] == 1_000_000
 
 
-def test_mine_and_fee_estimate_helpers(node: NodeClient) -> None:
+def test_mine_and_fee_estimate_helpers(node: RegtestNode) -> None:
     assert len(node.call("devnode_mine", 101)) == 101
     assert node.get_balance_sats() == 50 * COIN
     assert node.estimate_fee_rate_sat_vb(6) is None
@@ -203,7 +203,7 @@ def test_connection_refused_is_unavailable_and_redacted() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    client = NodeClient(f"http://payouts:s3cret@127.0.0.1:{port}/wallet/hot", read_retries=1)
+    client = RegtestNode(f"http://payouts:s3cret@127.0.0.1:{port}/wallet/hot", read_retries=1)
     with pytest.raises(NodeUnavailable) as caught:
         client.get_block_count()
     assert "s3cret" not in str(caught.value) and "s3cret" not in repr(client)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from cli.regtest_node import RegtestNode
 from devnode.server import RunningDevnode
-from shared.node import NodeClient
 from shared.node.errors import (
     AuthFailed,
     InvalidAddress,
@@ -33,7 +33,7 @@ def post(devnode: RunningDevnode, body: Any, *, path: str = "/", password: str |
     return reply.status, dict(reply.getheaders()), data
 
 
-def test_genesis_and_chain_are_regtest(node: NodeClient) -> None:
+def test_genesis_and_chain_are_regtest(node: RegtestNode) -> None:
     info = node.get_blockchain_info()
     assert info["chain"] == "regtest"
     assert info["blocks"] == 0
@@ -49,7 +49,7 @@ def test_wrong_password_is_401_and_a_typed_error(devnode: RunningDevnode) -> Non
     assert headers["WWW-Authenticate"] == 'Basic realm="jsonrpc"'
     bad = devnode.wallet_url.replace(":payouts@", ":wrong-secret@")
     with pytest.raises(AuthFailed) as caught:
-        NodeClient(bad).get_block_count()
+        RegtestNode(bad).get_block_count()
     assert "wrong-secret" not in str(caught.value)
 
 
@@ -58,7 +58,7 @@ def test_percent_encoded_credentials() -> None:
 
     with start_devnode(port=0, rpcuser="ops user", rpcpassword="p@ss/w:rd+=") as dn:
         assert "p%40ss%2Fw%3Ard%2B%3D" in dn.wallet_url
-        assert NodeClient(dn.wallet_url).get_block_count() == 0
+        assert RegtestNode(dn.wallet_url).get_block_count() == 0
 
 
 def test_missing_auth_header_is_401(devnode: RunningDevnode) -> None:
@@ -117,26 +117,26 @@ def test_named_params(devnode: RunningDevnode) -> None:
     assert status == 200 and json.loads(data)["result"].startswith("0f9188f1")
 
 
-def test_amounts_are_exact_8_decimal_numbers(devnode: RunningDevnode, funded: NodeClient) -> (
+def test_amounts_are_exact_8_decimal_numbers(devnode: RunningDevnode, funded: RegtestNode) -> (
     None
 ):
     _, _, data = post(devnode, {"method": "getbalance", "id": 1}, path="/wallet/hot")
     assert b'"result":50.00000000' in data
 
 
-def test_wallet_endpoints(devnode: RunningDevnode, node: NodeClient) -> None:
+def test_wallet_endpoints(devnode: RunningDevnode, node: RegtestNode) -> None:
     # One wallet loaded: "/" reaches it as well.
-    root = NodeClient(devnode.url)
+    root = RegtestNode(devnode.url)
     assert root.get_wallet_info()["walletname"] == "hot"
     with pytest.raises(WalletError) as missing:
-        NodeClient(devnode.url + "/wallet/nope").get_wallet_info()
+        RegtestNode(devnode.url + "/wallet/nope").get_wallet_info()
     assert missing.value.code == -18
     node.call("createwallet", "cold")
     assert sorted(node.call("listwallets")) == ["cold", "hot"]
     with pytest.raises(WalletError) as ambiguous:
         root.get_wallet_info()
     assert ambiguous.value.code == -19
-    cold = NodeClient(devnode.url + "/wallet/cold")
+    cold = RegtestNode(devnode.url + "/wallet/cold")
     assert cold.get_wallet_info()["walletname"] == "cold"
     assert cold.get_new_address() != node.get_new_address()
     with pytest.raises(WalletError) as loaded:
@@ -144,7 +144,7 @@ def test_wallet_endpoints(devnode: RunningDevnode, node: NodeClient) -> None:
     assert loaded.value.code == -35
 
 
-def test_typed_errors_for_bad_input(funded: NodeClient) -> None:
+def test_typed_errors_for_bad_input(funded: RegtestNode) -> None:
     with pytest.raises(MethodNotFound):
         funded.call("getnothing")
     with pytest.raises(InvalidAddress):
@@ -165,7 +165,7 @@ def test_typed_errors_for_bad_input(funded: NodeClient) -> None:
         funded.call("getblock", unknown)
 
 
-def test_addresses_by_type(funded: NodeClient) -> None:
+def test_addresses_by_type(funded: RegtestNode) -> None:
     assert funded.get_new_address().startswith("bcrt1q")
     legacy = funded.get_new_address("legacy")
     wrapped = funded.get_new_address("p2sh-segwit")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.node import NodeClient
+from cli.regtest_node import RegtestNode
 from shared.node.errors import (
     AlreadyKnown,
     FeeTooHigh,
@@ -23,7 +23,7 @@ from tests.integration.devnode.conftest import (
 COIN = 100_000_000
 
 
-def test_worker_path_end_to_end_with_independent_decoding(funded: NodeClient) -> None:
+def test_worker_path_end_to_end_with_independent_decoding(funded: RegtestNode) -> None:
     raw = funded.create_raw_transaction({FOREIGN: 150_000_000})
     built = funded.fund_raw_transaction(raw, fee_rate_sat_vb=5)
     locked = funded.list_lock_unspent()
@@ -64,7 +64,7 @@ def test_worker_path_end_to_end_with_independent_decoding(funded: NodeClient) ->
     assert independent_decode(block["tx"][0]["hex"])["txid"] == block["tx"][0]["txid"]
 
 
-def test_resending_follows_bitcoind(funded: NodeClient) -> None:
+def test_resending_follows_bitcoind(funded: RegtestNode) -> None:
     signed, txid, _ = pay(funded, {FOREIGN: 10_000_000})
     assert funded.send_raw_transaction(signed) == txid
     assert funded.send_raw_transaction(signed) == txid  # in mempool: same txid, no 2nd spend
@@ -76,7 +76,7 @@ def test_resending_follows_bitcoind(funded: NodeClient) -> None:
     assert len([r for r in funded.call("devnode_ledger", FOREIGN)]) == 1
 
 
-def test_resending_after_all_outputs_were_spent_reports_missing_inputs(funded: NodeClient) -> (
+def test_resending_after_all_outputs_were_spent_reports_missing_inputs(funded: RegtestNode) -> (
     None
 ):
     # Like bitcoind: once a confirmed tx's outputs are all spent, the node cannot tell a
@@ -94,7 +94,7 @@ def test_resending_after_all_outputs_were_spent_reports_missing_inputs(funded: N
     assert caught.value.code == -25
 
 
-def test_conflicts_and_replacement(funded: NodeClient) -> None:
+def test_conflicts_and_replacement(funded: RegtestNode) -> None:
     first, first_txid, first_fee = pay(funded, {FOREIGN: 10_000_000}, fee_rate=3)
     funded.send_raw_transaction(first)
     inputs = funded.decode_raw_transaction(first).inputs
@@ -126,7 +126,7 @@ def test_no_full_rbf_node_reports_mempool_conflict() -> None:
     from devnode.server import start_devnode
 
     with start_devnode(port=0, full_rbf=False) as dn:
-        node = NodeClient(dn.wallet_url)
+        node = RegtestNode(dn.wallet_url)
         node.generate_to_address(101, node.get_new_address())
         raw = node.create_raw_transaction({FOREIGN: 10_000_000})
         first = node.sign_raw_transaction_with_wallet(node.fund_raw_transaction(
@@ -141,7 +141,7 @@ def test_no_full_rbf_node_reports_mempool_conflict() -> None:
         assert caught.value.message == "txn-mempool-conflict" and caught.value.code == -26
 
 
-def test_unsigned_and_badly_signed_transactions_are_rejected(funded: NodeClient) -> None:
+def test_unsigned_and_badly_signed_transactions_are_rejected(funded: RegtestNode) -> None:
     built = funded.fund_raw_transaction(funded.create_raw_transaction({FOREIGN: 10_000_000}),
                                         fee_rate_sat_vb=2)
     with pytest.raises(TxRejected) as unsigned:
@@ -158,7 +158,7 @@ def test_unsigned_and_badly_signed_transactions_are_rejected(funded: NodeClient)
     assert funded.test_mempool_accept(signed)["allowed"] is True
 
 
-def test_immature_coinbase_cannot_be_spent(node: NodeClient) -> None:
+def test_immature_coinbase_cannot_be_spent(node: RegtestNode) -> None:
     address = node.get_new_address()
     # A coinbase can go into a block 100 deeper than its own: at depth 99 it cannot enter
     # the mempool yet (it would be in block 100).
@@ -182,7 +182,7 @@ def test_immature_coinbase_cannot_be_spent(node: NodeClient) -> None:
     assert node.get_balance_sats() == 50 * COIN  # block 2's coinbase, now at depth 101
 
 
-def test_insufficient_funds_and_max_fee(funded: NodeClient) -> None:
+def test_insufficient_funds_and_max_fee(funded: RegtestNode) -> None:
     with pytest.raises(InsufficientFunds) as fund_error:
         funded.fund_raw_transaction(funded.create_raw_transaction({FOREIGN: 60 * COIN}),
                                     fee_rate_sat_vb=1)
@@ -198,7 +198,7 @@ def test_insufficient_funds_and_max_fee(funded: NodeClient) -> None:
     assert fee > 0
 
 
-def test_unconfirmed_change_is_spent_only_when_needed(funded: NodeClient) -> None:
+def test_unconfirmed_change_is_spent_only_when_needed(funded: RegtestNode) -> None:
     first = funded.send_to_address(FOREIGN, 10 * COIN)
     # The only mature coin is now unconfirmed change: the wallet may use it, like Core.
     signed, second, _ = pay(funded, {FOREIGN: 5 * COIN})
@@ -215,7 +215,7 @@ def test_unconfirmed_change_is_spent_only_when_needed(funded: NodeClient) -> Non
     assert not any(op.split(":")[0] in unconfirmed for op in chosen)
 
 
-def test_sendmany_fans_out_and_subtract_fee(funded: NodeClient) -> None:
+def test_sendmany_fans_out_and_subtract_fee(funded: RegtestNode) -> None:
     targets = {funded.get_new_address(): 1_000_000 for _ in range(20)}
     txid = funded.send_many(targets)
     funded.generate_to_address(1, funded.get_new_address())
@@ -229,7 +229,7 @@ def test_sendmany_fans_out_and_subtract_fee(funded: NodeClient) -> None:
     assert paid.value_sats == 500_000 - int(result["fee"] * COIN)
 
 
-def test_legacy_and_wrapped_segwit_coins_are_spendable(funded: NodeClient) -> None:
+def test_legacy_and_wrapped_segwit_coins_are_spendable(funded: RegtestNode) -> None:
     legacy = funded.get_new_address("legacy")
     wrapped = funded.get_new_address("p2sh-segwit")
     funded.send_many({legacy: 2 * COIN, wrapped: 3 * COIN})
@@ -248,7 +248,7 @@ def test_legacy_and_wrapped_segwit_coins_are_spendable(funded: NodeClient) -> No
     assert len(decoded.vin[index].scriptSig) > 100  # legacy: signature in the scriptSig
 
 
-def test_psbt_flow(funded: NodeClient) -> None:
+def test_psbt_flow(funded: RegtestNode) -> None:
     created = funded.wallet_create_funded_psbt({FOREIGN: 10_000_000}, fee_rate_sat_vb=4)
     decoded = funded.decode_psbt(created.psbt)
     assert int(decoded["fee"] * COIN) == created.fee_sats
@@ -264,7 +264,7 @@ def test_psbt_flow(funded: NodeClient) -> None:
     assert independent_decode(final_hex)["txid"] == txid
 
 
-def test_bumpfee_replaces_with_a_higher_fee(funded: NodeClient) -> None:
+def test_bumpfee_replaces_with_a_higher_fee(funded: RegtestNode) -> None:
     txid = funded.send_to_address(FOREIGN, COIN, fee_rate_sat_vb=2)
     bumped = funded.bump_fee(txid, fee_rate_sat_vb=20)
     assert funded.get_mempool_entry(txid) is None
@@ -276,7 +276,7 @@ def test_bumpfee_replaces_with_a_higher_fee(funded: NodeClient) -> None:
     assert [row["txid"] for row in ledger] == [bumped["txid"]]
 
 
-def test_abandon_frees_the_coins_of_a_dropped_transaction(funded: NodeClient) -> None:
+def test_abandon_frees_the_coins_of_a_dropped_transaction(funded: RegtestNode) -> None:
     signed, txid, _ = pay(funded, {FOREIGN: COIN})
     funded.send_raw_transaction(signed)
     assert funded.get_balance_sats() < 50 * COIN - COIN

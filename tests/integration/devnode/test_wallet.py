@@ -6,14 +6,14 @@ from decimal import Decimal
 
 import pytest
 
-from shared.node import NodeClient
+from cli.regtest_node import RegtestNode
 from shared.node.errors import InvalidParameter
 from tests.integration.devnode.conftest import FOREIGN, pay
 
 COIN = 100_000_000
 
 
-def test_balances_track_maturity_and_pending(funded: NodeClient) -> None:
+def test_balances_track_maturity_and_pending(funded: RegtestNode) -> None:
     balances = funded.call("getbalances")["mine"]
     assert balances["trusted"] == 50 and balances["immature"] == 5000
     info = funded.get_wallet_info()
@@ -25,7 +25,7 @@ def test_balances_track_maturity_and_pending(funded: NodeClient) -> None:
     assert funded.get_balance_sats() > 49 * COIN
 
 
-def test_listunspent_and_gettxout(funded: NodeClient) -> None:
+def test_listunspent_and_gettxout(funded: RegtestNode) -> None:
     [coin] = funded.list_unspent(1)
     assert coin["amount"] == 50 and coin["confirmations"] == 101 and coin["safe"]
     outpoint = f"{coin['txid']}:{coin['vout']}"
@@ -42,7 +42,7 @@ def test_listunspent_and_gettxout(funded: NodeClient) -> None:
     assert funded.list_unspent(1) == []
 
 
-def test_lockunspent_follows_bitcoind(funded: NodeClient) -> None:
+def test_lockunspent_follows_bitcoind(funded: RegtestNode) -> None:
     [coin] = funded.list_unspent(1)
     outpoint = f"{coin['txid']}:{coin['vout']}"
     funded.lock_unspent([outpoint])
@@ -62,7 +62,7 @@ def test_lockunspent_follows_bitcoind(funded: NodeClient) -> None:
     funded.unlock_unspent([outpoint])  # not locked any more: no error
 
 
-def test_history_entries(funded: NodeClient) -> None:
+def test_history_entries(funded: RegtestNode) -> None:
     start = funded.get_best_block_hash()
     mine = funded.get_new_address()
     to_foreign = funded.send_to_address(FOREIGN, 2 * COIN)
@@ -86,7 +86,7 @@ def test_history_entries(funded: NodeClient) -> None:
     assert view["details"][0]["category"] == "send"
 
 
-def test_createrawtransaction_options(funded: NodeClient) -> None:
+def test_createrawtransaction_options(funded: RegtestNode) -> None:
     [coin] = funded.list_unspent(1)
     raw = funded.call("createrawtransaction", [{"txid": coin["txid"], "vout": 0}],
                       [{FOREIGN: 1}, {"data": "cafe"}], 0, True)
@@ -101,7 +101,7 @@ def test_createrawtransaction_options(funded: NodeClient) -> None:
     assert funded.decode_raw_transaction(empty).inputs == []
 
 
-def test_fundrawtransaction_options(funded: NodeClient) -> None:
+def test_fundrawtransaction_options(funded: RegtestNode) -> None:
     change_to = funded.call("getrawchangeaddress")
     raw = funded.create_raw_transaction({FOREIGN: COIN})
     result = funded.call("fundrawtransaction", raw, {
@@ -119,7 +119,7 @@ def test_fundrawtransaction_options(funded: NodeClient) -> None:
         funded.call("fundrawtransaction", raw, {"fee_rate": 1, "feeRate": "0.0001"})
 
 
-def test_misc_rpcs(funded: NodeClient) -> None:
+def test_misc_rpcs(funded: RegtestNode) -> None:
     assert funded.call("uptime") >= 0
     assert "sendrawtransaction" in funded.call("help").split("\n")
     assert funded.call("getaddressinfo", funded.call("getrawchangeaddress"))["ischange"]

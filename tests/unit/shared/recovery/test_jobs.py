@@ -59,13 +59,13 @@ def test_a_queue_backlog_makes_the_sweeper_patient(session: Session) -> None:
 def test_orphaned_coin_locks_are_released_but_protected_ones_stay(session: Session) -> None:
     import uuid
 
+    from cli.regtest_node import RegtestNode
     from devnode.server import start_devnode
     from shared.core.models import Transaction, TxState
-    from shared.node import NodeClient
     from shared.recovery.coin_locks import LOCK_FIRST_SEEN_KEY, release_orphaned_locks
 
     with start_devnode(host="127.0.0.1", port=0) as devnode:
-        node = NodeClient(devnode.wallet_url)
+        node = RegtestNode(devnode.wallet_url)
         node.generate_to_address(101, node.get_new_address())
         node.send_many({node.get_new_address(): 100_000_000 for _ in range(3)})
         node.generate_to_address(1, node.get_new_address())

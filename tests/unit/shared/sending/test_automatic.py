@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from cli.addresses import external_address
+from cli.regtest_node import RegtestNode
 from devnode.server import start_devnode
 from shared.core.models import Payout, PayoutState, Route
 from shared.infra.db import get_engine
@@ -24,9 +25,9 @@ S = PayoutState
 
 
 @pytest.fixture
-def node() -> Iterator[NodeClient]:
+def node() -> Iterator[RegtestNode]:
     with start_devnode(host="127.0.0.1", port=0) as devnode:
-        client = NodeClient(devnode.wallet_url, timeout=2)
+        client = RegtestNode(devnode.wallet_url, timeout=2)
         client.generate_to_address(101, client.get_new_address())
         yield client
 

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cli.addresses import external_address
+from cli.regtest_node import RegtestNode
 from devnode.server import RunningDevnode, start_devnode
 from shared.core.models import Payout, PayoutState, Route, Transaction
 from shared.infra.db import get_engine
@@ -38,8 +39,8 @@ def devnode() -> Iterator[RunningDevnode]:
 
 
 @pytest.fixture
-def node(devnode: RunningDevnode) -> NodeClient:
-    client = NodeClient(devnode.wallet_url, timeout=5, read_retries=0)
+def node(devnode: RunningDevnode) -> RegtestNode:
+    client = RegtestNode(devnode.wallet_url, timeout=5, read_retries=0)
     client.generate_to_address(110, client.get_new_address())  # ten mature 50 BTC coins
     return client
 
