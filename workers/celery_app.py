@@ -6,10 +6,12 @@ from typing import Any
 
 from celery.signals import setup_logging, worker_process_init
 
-from shared.infra.celery_config import MAINTENANCE_QUEUE, make_celery
+from shared.infra import task_names
+from shared.infra.celery_config import make_celery
 from shared.infra.db import reset_engine_cache
 from shared.infra.log_setup import configure_logging
 from shared.infra.settings import get_settings
+from shared.infra.task_names import TaskName
 
 settings = get_settings()
 app = make_celery("payouts")
@@ -17,28 +19,23 @@ app.conf.include = ["workers.tasks"]
 
 # Recovery work; each job is idempotent, so a slow run overlapping the next is harmless.
 _every = float(settings.maintenance_interval_seconds)
+
+
+def _beat_entry(task: TaskName, every: float, expires: float) -> dict[str, Any]:
+    return {"task": task.name, "schedule": every,
+            "options": {"queue": task.queue, "expires": expires}}  # fmt: skip
+
+
 app.conf.beat_schedule = {
-    "sweep-unclaimed": {
-        "task": "payouts.maintenance.sweep",
-        "schedule": _every,
-        "options": {"queue": MAINTENANCE_QUEUE, "expires": _every * 3},
-    },
-    "rebroadcast-signed": {
-        "task": "payouts.maintenance.rebroadcast",
-        "schedule": _every,
-        "options": {"queue": MAINTENANCE_QUEUE, "expires": _every * 3},
-    },
-    "track-confirmations": {
-        "task": "payouts.maintenance.track_confirmations",
-        "schedule": _every,
-        "options": {"queue": MAINTENANCE_QUEUE, "expires": _every * 3},
-    },
+    "sweep-unclaimed": _beat_entry(task_names.SWEEP, _every, _every * 3),
+    "rebroadcast-signed": _beat_entry(task_names.REBROADCAST, _every, _every * 3),
+    "track-confirmations": _beat_entry(task_names.TRACK_CONFIRMATIONS, _every, _every * 3),
     # Rare work (orphans need two leases to qualify); no need to look every interval.
-    "release-orphaned-locks": {
-        "task": "payouts.maintenance.release_orphaned_locks",
-        "schedule": max(_every, settings.lease_seconds / 2),
-        "options": {"queue": MAINTENANCE_QUEUE, "expires": settings.lease_seconds},
-    },
+    "release-orphaned-locks": _beat_entry(
+        task_names.RELEASE_ORPHANED_LOCKS,
+        max(_every, settings.lease_seconds / 2),
+        settings.lease_seconds,
+    ),
 }
 
 

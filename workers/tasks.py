@@ -1,23 +1,19 @@
-"""Task definitions. Each takes ids only and calls into `shared/` (STYLE: thin workers)."""
+"""Task definitions. Each takes ids only and calls into `shared/` (STYLE: thin workers).
+
+Names, queues, retries, run-locks, log context and metrics are declared with
+`workers.instrumented.payouts_task`; the bodies only do the work.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 import uuid
-from contextlib import AbstractContextManager
-from functools import lru_cache
 
-import redis
 from celery import Task
-from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 
-from shared.infra.celery_config import PAYOUTS_QUEUE
-from shared.infra.locks import named_lock
+from shared.infra import task_names
 from shared.infra.settings import get_settings
 from shared.node import NodeClient
-from shared.node.errors import NodeUnavailable
 from shared.recovery import coin_locks, confirmations
 from shared.recovery import rebroadcast as rebroadcast_job
 from shared.recovery import sweep as sweep_job
@@ -25,12 +21,23 @@ from shared.sending.automatic import Outcome
 from shared.sending.automatic import process_payout as run_process_payout
 from shared.sending.dispatch import enqueue_process_payout
 from workers.celery_app import app
+from workers.instrumented import (
+    INFRA_ERRORS,
+    RetryPolicy,
+    RunLock,
+    payouts_task,
+    task_redis,
+    worker_name,
+)
 
 log = logging.getLogger(__name__)
 
-# Infrastructure blips (DB restart, node down) are retried by Celery with backoff; the
-# message stays unacked meanwhile, so nothing is lost. Business outcomes are not exceptions.
-INFRA_ERRORS = (SQLAlchemyError, NodeUnavailable, RedisError)
+# A payout's infrastructure blips: retried soon and for long (the message stays unacked).
+PAYOUT_RETRY = RetryPolicy(
+    on=INFRA_ERRORS, max_retries=50, backoff=True, backoff_max_seconds=60, jitter=True
+)
+# A beat job's: a few tries; the next scheduled run does the same work anyway.
+MAINTENANCE_RETRY = RetryPolicy(on=INFRA_ERRORS, max_retries=3)
 # Insufficient funds and similar waits: back off up to five minutes between tries.
 MAX_BACKOFF_SECONDS = 300
 # A beat job's run-lock only stops runs piling up behind a slow one (overlapping runs are
@@ -40,42 +47,36 @@ MAX_BACKOFF_SECONDS = 300
 MAINTENANCE_LOCK_MIN_SECONDS = 30
 
 
-@lru_cache(maxsize=1)
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_url, socket_timeout=5)
+def _maintenance_lock_ttl() -> float:
+    return max(MAINTENANCE_LOCK_MIN_SECONDS, 3 * get_settings().maintenance_interval_seconds)
+
+
+def maintenance_lock(job: str, skipped: object) -> RunLock:
+    # One run of each job at a time across all workers: a slow run (many transactions to
+    # check) must not pile up behind itself and starve the payout queue. The key
+    # `maintenance:<job>` is what tests/chaos watches.
+    return RunLock(f"maintenance:{job}", _maintenance_lock_ttl, skipped)
 
 
 def _node() -> NodeClient:
     return NodeClient.from_settings(get_settings())
 
 
-def _worker_name(task: Task) -> str:
-    return f"{task.request.hostname or 'worker'}/{os.getpid()}"
-
-
-@app.task(
-    name="payouts.process_payout",
-    bind=True,
-    autoretry_for=INFRA_ERRORS,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=50,
-)
+@payouts_task(task_names.PROCESS_PAYOUT, retry=PAYOUT_RETRY, log_args=("payout_id",), bind=True)
 def process_payout(self: Task, payout_id: str) -> str:
     result = run_process_payout(
         uuid.UUID(payout_id),
-        worker_name=_worker_name(self),
+        worker_name=worker_name(self),
         settings=get_settings(),
         node=_node(),
-        redis_client=_redis(),
+        redis_client=task_redis(),
     )
     log.info(
         "process_payout %s: %s %s",
         payout_id,
         result.outcome.value,
         result.detail,
-        extra={"payout_id": payout_id, "outcome": result.outcome.value, "txid": result.txid},
+        extra={"outcome": result.outcome.value, "txid": result.txid},
     )
     if result.outcome == Outcome.RETRY:
         countdown = min(MAX_BACKOFF_SECONDS, 2 ** min(self.request.retries, 8))
@@ -83,48 +84,39 @@ def process_payout(self: Task, payout_id: str) -> str:
     return result.outcome.value
 
 
-def _exclusive(job: str) -> AbstractContextManager[bool]:
-    # One run of each job at a time across all workers: a slow run (many transactions to
-    # check) must not pile up behind itself and starve the payout queue.
-    ttl = max(MAINTENANCE_LOCK_MIN_SECONDS, 3 * get_settings().maintenance_interval_seconds)
-    return named_lock(_redis(), f"maintenance:{job}", ttl)
-
-
-@app.task(name="payouts.maintenance.sweep", autoretry_for=INFRA_ERRORS, max_retries=3)
+@payouts_task(task_names.SWEEP, retry=MAINTENANCE_RETRY, run_lock=maintenance_lock("sweep", 0))
 def sweep() -> int:
-    with _exclusive("sweep") as mine:
-        if not mine:
-            return 0
-        return sweep_job.republish_unclaimed(
-            get_settings(), _redis(), enqueue_process_payout, queue_backlog=_payouts_backlog()
-        )
+    return sweep_job.republish_unclaimed(
+        get_settings(), task_redis(), enqueue_process_payout, queue_backlog=_payouts_backlog()
+    )
 
 
 def _payouts_backlog() -> int:
     """Messages waiting in the payouts queue (any kombu transport answers a passive declare)."""
+    queue = task_names.PROCESS_PAYOUT.queue
     try:
         with app.connection_for_read() as conn:
-            declared = conn.default_channel.queue_declare(queue=PAYOUTS_QUEUE, passive=True)
+            declared = conn.default_channel.queue_declare(queue=queue, passive=True)
             return int(declared.message_count)
     except Exception as exc:  # not declared yet, broker hiccup: sweep with normal patience
         log.info("payouts queue size unknown (%s); sweeping without backlog patience", exc)
         return 0
 
 
-@app.task(name="payouts.maintenance.rebroadcast", autoretry_for=INFRA_ERRORS, max_retries=3)
+@payouts_task(
+    task_names.REBROADCAST, retry=MAINTENANCE_RETRY, run_lock=maintenance_lock("rebroadcast", {})
+)
 def rebroadcast() -> dict[str, int]:
-    with _exclusive("rebroadcast") as mine:
-        return rebroadcast_job.rebroadcast_signed(_node(), get_settings()) if mine else {}
+    return rebroadcast_job.rebroadcast_signed(_node(), get_settings())
 
 
-@app.task(
-    name="payouts.maintenance.track_confirmations", autoretry_for=INFRA_ERRORS, max_retries=3
+@payouts_task(
+    task_names.TRACK_CONFIRMATIONS,
+    retry=MAINTENANCE_RETRY,
+    run_lock=maintenance_lock("track_confirmations", {}),
 )
 def track_confirmations() -> dict[str, int]:
-    with _exclusive("track_confirmations") as mine:
-        if not mine:
-            return {}
-        report = confirmations.track_confirmations(_node(), get_settings(), _redis())
+    report = confirmations.track_confirmations(_node(), get_settings(), task_redis())
     return {
         "confirmed": report.confirmed,
         "reorged": report.reorged,
@@ -134,11 +126,10 @@ def track_confirmations() -> dict[str, int]:
     }
 
 
-@app.task(
-    name="payouts.maintenance.release_orphaned_locks", autoretry_for=INFRA_ERRORS, max_retries=3
+@payouts_task(
+    task_names.RELEASE_ORPHANED_LOCKS,
+    retry=MAINTENANCE_RETRY,
+    run_lock=maintenance_lock("release_orphaned_locks", 0),
 )
 def release_orphaned_locks() -> int:
-    with _exclusive("release_orphaned_locks") as mine:
-        if not mine:
-            return 0
-        return coin_locks.release_orphaned_locks(_node(), get_settings(), _redis())
+    return coin_locks.release_orphaned_locks(_node(), get_settings(), task_redis())

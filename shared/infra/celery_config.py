@@ -12,9 +12,7 @@ from celery import Celery
 from kombu import Queue
 
 from shared.infra.settings import Settings, get_settings
-
-PAYOUTS_QUEUE = "payouts"
-MAINTENANCE_QUEUE = "maintenance"
+from shared.infra.task_names import MAINTENANCE_QUEUE, PAYOUTS_QUEUE, task_routes
 
 # Redis redelivers an unacked message after visibility_timeout. It must exceed the longest
 # time a task may legitimately hold a message, or a slow-but-alive worker's message would be
@@ -43,7 +41,8 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": True,
         "task_default_queue": PAYOUTS_QUEUE,
         "task_queues": [Queue(PAYOUTS_QUEUE), Queue(MAINTENANCE_QUEUE)],
-        "task_routes": {"payouts.maintenance.*": {"queue": MAINTENANCE_QUEUE}},
+        # Every task to its queue (shared/infra/task_names.py), for publishers and beat alike.
+        "task_routes": task_routes(),
         "worker_hijack_root_logger": False,
         "timezone": "UTC",
     }

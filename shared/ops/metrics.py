@@ -2,8 +2,9 @@
 
 Nothing is kept in a process's memory: a worker's memory is invisible to the API that serves
 `/metrics`, and is lost on restart. So:
-- what only a worker sees happen (claim conflicts, broadcast outcomes) is counted in Redis
-  hashes with HINCRBY, which every process shares;
+- what only a worker sees happen (claim conflicts, broadcast outcomes, each task's failures
+  and duration) is counted in Redis hashes with HINCRBY, which every process shares (a
+  histogram is one hash: a count per bucket and the sum, written in one MULTI);
 - what the database already records (states, transitions, approval→broadcast latency, the
   oldest unpaid approval) is computed from it at scrape time;
 - the hot-wallet balance is asked of the node at scrape time, with a short timeout.
@@ -39,6 +40,7 @@ from sqlalchemy.orm import Session
 from shared.core.models import Payout, PayoutEvent, PayoutState, Route
 from shared.infra.db import session_scope
 from shared.infra.settings import get_settings
+from shared.infra.task_names import ALL_TASKS
 from shared.node import NodeClient
 from shared.node.errors import NodeError
 
@@ -46,6 +48,11 @@ log = logging.getLogger(__name__)
 
 CLAIM_CONFLICTS_KEY = "payouts:metrics:claim_conflicts"
 BROADCAST_OUTCOMES_KEY = "payouts:metrics:broadcast_outcomes"
+# Fields "<task>|<error class>" (failures); "<task>|<bucket bound>" and "<task>|sum" (durations,
+# each run counted in the one bucket it falls in; the scrape makes them cumulative).
+TASK_FAILURES_KEY = "payouts:metrics:task_failures"
+TASK_DURATION_KEY = "payouts:metrics:task_duration"
+FIELD_SEPARATOR = "|"
 
 # A metrics write sits on the payout path: if Redis is slow it must cost milliseconds, not
 # the client's default seconds. A lost increment is an acceptable price.
@@ -55,6 +62,9 @@ NODE_TIMEOUT_SECONDS = 2.0
 # Approval→broadcast upper bounds: seconds for a healthy automatic payout, up to a day for a
 # manual one waiting on a human signer.
 LATENCY_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
+# A task run: milliseconds for a lock-skipped beat job, seconds for a payout, minutes for a
+# rebroadcast or confirmation pass over a large backlog.
+TASK_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 # Approved, not yet on the network: the money has not left.
 UNPAID_APPROVED = (PayoutState.APPROVED, PayoutState.CLAIMED, PayoutState.SIGNED)
 
@@ -95,12 +105,54 @@ def record_broadcast_outcome(outcome: str, client: redis.Redis | None = None) ->
     _increment(BROADCAST_OUTCOMES_KEY, outcome, client)
 
 
+def record_task_failure(task: str, error: str, client: redis.Redis | None = None) -> None:
+    """A task run ended in an exception (`error`: its class name), retried or not."""
+    _increment(TASK_FAILURES_KEY, f"{task}{FIELD_SEPARATOR}{error}", client)
+
+
+def record_task_duration(task: str, seconds: float, client: redis.Redis | None = None) -> None:
+    bound = next((b for b in TASK_DURATION_BUCKETS if seconds <= b), float("inf"))
+    try:
+        pipe = (client or counter_redis()).pipeline(transaction=True)
+        pipe.hincrby(TASK_DURATION_KEY, f"{task}{FIELD_SEPARATOR}{_le(bound)}", 1)
+        pipe.hincrbyfloat(TASK_DURATION_KEY, f"{task}{FIELD_SEPARATOR}sum", max(0.0, seconds))
+        pipe.execute()
+    except (RedisError, OSError) as exc:
+        log.warning("metrics: could not record the duration of %s: %s", task, exc)
+
+
 def read_counters(client: redis.Redis) -> dict[str, dict[str, int]]:
-    """Both counter hashes as {key: {label: count}}; raises RedisError when unreachable."""
+    """The counter hashes as {key: {label: count}}; raises RedisError when unreachable."""
     return {
         key: {_text(f): int(v) for f, v in client.hgetall(key).items()}
-        for key in (CLAIM_CONFLICTS_KEY, BROADCAST_OUTCOMES_KEY)
+        for key in (CLAIM_CONFLICTS_KEY, BROADCAST_OUTCOMES_KEY, TASK_FAILURES_KEY)
     }
+
+
+@dataclass(frozen=True)
+class TaskDurations:
+    buckets: list[tuple[float, int]]  # cumulative, last bound +Inf
+    total: float
+
+
+def read_task_durations(client: redis.Redis) -> dict[str, TaskDurations]:
+    """{task: its duration histogram}, every known task included (zeros when it never ran)."""
+    per_bucket: dict[str, dict[str, int]] = {task.name: {} for task in ALL_TASKS}
+    totals: dict[str, float] = {}
+    for raw_field, raw_value in client.hgetall(TASK_DURATION_KEY).items():
+        task, _, part = _text(raw_field).rpartition(FIELD_SEPARATOR)
+        if part == "sum":
+            totals[task] = float(raw_value)
+        else:
+            per_bucket.setdefault(task, {})[part] = int(raw_value)
+    histograms = {}
+    for task, counts in per_bucket.items():
+        running, buckets = 0, []
+        for bound in (*TASK_DURATION_BUCKETS, float("inf")):
+            running += counts.get(_le(bound), 0)
+            buckets.append((float(bound), running))
+        histograms[task] = TaskDurations(buckets, totals.get(task, 0.0))
+    return histograms
 
 
 def _text(value: bytes | str) -> str:
@@ -223,11 +275,13 @@ class PayoutsCollector(Collector):
 
     def _counters(self) -> tuple[list[Metric], bool]:
         try:
-            counts = read_counters(counter_redis())
+            client = counter_redis()
+            counts = read_counters(client)
+            durations = read_task_durations(client)
         except (RedisError, OSError) as exc:
             log.warning("metrics: redis unreadable: %s", type(exc).__name__)
             return [], False
-        return counter_metrics(counts), True
+        return [*counter_metrics(counts), task_duration_metric(durations)], True
 
     def _node(self) -> tuple[list[Metric], bool]:
         settings = get_settings()
@@ -265,7 +319,31 @@ def counter_metrics(counts: dict[str, dict[str, int]]) -> list[Metric]:
     )
     for outcome, count in sorted(counts.get(BROADCAST_OUTCOMES_KEY, {}).items()):
         outcomes.add_metric([outcome], count)
-    return [conflicts, outcomes]
+    failures = CounterMetricFamily(
+        "payouts_task_failures",
+        "Task runs that ended in an exception (retried or not), by task and exception class",
+        labels=["task", "error"],
+    )
+    for field, count in sorted(counts.get(TASK_FAILURES_KEY, {}).items()):
+        task, _, error = field.rpartition(FIELD_SEPARATOR)
+        failures.add_metric([task, error], count)
+    return [conflicts, outcomes, failures]
+
+
+def task_duration_metric(durations: dict[str, TaskDurations]) -> Metric:
+    histogram = HistogramMetricFamily(
+        "payouts_task_duration_seconds",
+        "Wall time of each task run that did its work (a beat job skipped by its run-lock "
+        "is not counted), success or failure",
+        labels=["task"],
+    )
+    for task, figures in sorted(durations.items()):
+        histogram.add_metric(
+            [task],
+            buckets=[(_le(bound), count) for bound, count in figures.buckets],
+            sum_value=figures.total,
+        )
+    return histogram
 
 
 def database_metrics(figures: DatabaseFigures) -> list[Metric]:

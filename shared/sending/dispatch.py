@@ -12,9 +12,11 @@ from functools import lru_cache
 
 from celery import Celery
 
-from shared.infra.celery_config import PAYOUTS_QUEUE, make_celery
+from shared.infra.celery_config import make_celery
+from shared.infra.task_names import PROCESS_PAYOUT
 
-PROCESS_PAYOUT_TASK = "payouts.process_payout"
+# The message's task name (shared/infra/task_names.py), kept under this name for callers.
+PROCESS_PAYOUT_TASK = PROCESS_PAYOUT.name
 
 
 @lru_cache(maxsize=1)
@@ -28,4 +30,4 @@ def reset_publisher() -> None:
 
 def enqueue_process_payout(payout_id: uuid.UUID | str) -> None:
     """Ask a worker to pay this payout. Duplicates are harmless: the claim CAS dedupes."""
-    publisher().send_task(PROCESS_PAYOUT_TASK, args=[str(payout_id)], queue=PAYOUTS_QUEUE)
+    publisher().send_task(PROCESS_PAYOUT.name, args=[str(payout_id)], queue=PROCESS_PAYOUT.queue)

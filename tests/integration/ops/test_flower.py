@@ -8,13 +8,14 @@ import ast
 import httpx
 
 from cli.processes import wait_until
+from shared.infra.task_names import PROCESS_PAYOUT
 from tests.integration.ops.conftest import OpsSystem
 
 PAYOUTS = 4
 
 
 def _process_payout_tasks(ops: OpsSystem) -> dict[str, dict[str, object]]:
-    reply = ops.flower_get("/api/tasks", taskname="payouts.process_payout")
+    reply = ops.flower_get("/api/tasks", taskname=PROCESS_PAYOUT.name)
     assert reply.status_code == 200, reply.text
     tasks: dict[str, dict[str, object]] = reply.json()
     return tasks
@@ -28,7 +29,7 @@ def test_flower_lists_both_worker_processes(ops: OpsSystem) -> None:
     assert any(name.startswith("gated@") for name in names), names
     assert len(names) == len(ops.stack.workers)
     for info in reply.json().values():
-        assert "payouts.process_payout" in info["registered"]
+        assert PROCESS_PAYOUT.name in info["registered"]
 
 
 def test_flower_shows_each_payout_task_with_its_id_and_final_state(ops: OpsSystem) -> None:
@@ -46,7 +47,7 @@ def test_flower_shows_each_payout_task_with_its_id_and_final_state(ops: OpsSyste
     workers = {str(t["worker"]) for t in mine}
     assert workers <= set(ops.flower_get("/api/workers").json())
     for task in mine:
-        assert task["name"] == "payouts.process_payout"
+        assert task["name"] == PROCESS_PAYOUT.name
         assert ast.literal_eval(str(task["kwargs"])) == {}  # the id only, nothing else
 
 
