@@ -15,6 +15,7 @@ from sqlalchemy import update
 
 from cli.addresses import external_address
 from cli.funding import fund_wallet
+from cli.regtest_node import RegtestNode
 from shared.core.claims import claim_for_worker, persist_signed_tx
 from shared.core.models import Payout, PayoutEvent, Route
 from shared.core.state_machine import create_payout, transition
@@ -26,9 +27,9 @@ from tests.support.stack import COIN_SATS, node_for_tests
 
 
 @pytest.fixture
-def node(pg_db: str) -> Iterator[NodeClient]:
+def node(pg_db: str) -> Iterator[RegtestNode]:
     with node_for_tests() as (url, _devnode):
-        client = NodeClient(url)
+        client = RegtestNode(url)
         fund_wallet(client, coins=5, coin_sats=COIN_SATS)
         yield client
 
