@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from cli.addresses import external_address
 from devnode.server import start_devnode
-from shared.core.models import Base, PayoutState, Route
+from shared.core.models import PayoutState, Route
 from shared.infra import task_names
 from shared.infra.celery_config import celery_settings
 from shared.infra.db import get_engine
@@ -30,7 +30,7 @@ from shared.infra.task_names import TaskName
 from shared.node import NodeClient
 from shared.node.errors import NodeUnavailable
 from shared.ops import metrics
-from tests.unit.shared.factories import make_payout
+from tests.unit.shared.factories import make_payout, migrate_app_database
 from workers import instrumented
 from workers.instrumented import RetryPolicy, RunLock, payouts_task
 
@@ -273,7 +273,7 @@ def payout_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         monkeypatch.setenv("PAYOUTS_BITCOIND_URL", devnode.wallet_url)
         node = NodeClient(devnode.wallet_url, timeout=2)
         node.call("generatetoaddress", 101, node.call("getnewaddress"))
-        Base.metadata.create_all(get_engine())
+        migrate_app_database()
         with Session(get_engine(), expire_on_commit=False) as session:
             payout = make_payout(session, state=PayoutState.APPROVED, route=Route.AUTOMATIC,
                                  amount_sats=50_000)  # fmt: skip
