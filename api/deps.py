@@ -1,8 +1,10 @@
-"""Per-request dependencies: the DB session and the JSON content-type check.
+"""Per-request dependencies: the DB session, its unit of work, and the JSON content-type check.
 
-Routes that change state call `session.commit()` themselves, because some work must happen only
-after the commit (publishing a Celery message, docs/architecture.md §6). The dependency only closes
-the session; anything not committed by then is rolled back.
+A request has one session (auth and the route share it) and one `UnitOfWork` on it
+(`shared.infra.unit_of_work`). Routes that change state pass the unit of work to the domain and
+call `uow.commit()` at the end; after-commit hooks the domain registered (publishing a Celery
+message, docs/architecture.md §6) run then. Anything not committed when the request ends is rolled
+back and its hooks dropped.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import ApiError
 from shared.infra.db import get_sessionmaker
+from shared.infra.unit_of_work import UnitOfWork
 
 
 def get_session() -> Iterator[Session]:
@@ -27,6 +30,18 @@ def get_session() -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_unit_of_work(session: SessionDep) -> Iterator[UnitOfWork]:
+    """The request's unit of work, on the request's session."""
+    uow = UnitOfWork(session)
+    try:
+        yield uow
+    finally:
+        uow.close()
+
+
+UnitOfWorkDep = Annotated[UnitOfWork, Depends(get_unit_of_work)]
 
 
 async def require_json_body(request: Request) -> None:

@@ -1,8 +1,11 @@
 """One error shape for every failure: `{"error": {"code": "...", "message": "..."}}`.
 
-Routes raise `ApiError` (or let a `shared` exception escape); the handlers installed here turn
-those, FastAPI's validation errors and Starlette's 404/405 into that shape, so clients never
-see FastAPI's default `{"detail": ...}` nor an HTML page.
+Domain code raises `shared.core.errors.DomainError(code, message, kind)` and knows nothing of
+HTTP; `KIND_STATUS` below is the one place a kind becomes a status, and one handler answers every
+`DomainError` (routes do no translation of their own). `ApiError` is for refusals that exist only
+at the HTTP layer (authentication, content type, headers). The handlers installed here also turn
+FastAPI's validation errors and Starlette's 404/405 into that shape, so clients never see
+FastAPI's default `{"detail": ...}` nor an HTML page.
 """
 
 from __future__ import annotations
@@ -18,14 +21,7 @@ from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.routing import RouteTable
-from shared.core.validation import ValidationError
-from shared.intake.payouts import (
-    FourEyesViolation,
-    IdempotencyConflict,
-    IntakeError,
-    InvalidState,
-    PayoutNotFound,
-)
+from shared.core.errors import DomainError, ErrorKind
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +37,16 @@ _STATUS_CODES: Mapping[int, str] = {
     415: "unsupported_media_type",
     422: "invalid_request",
     503: "service_unavailable",
+}
+
+# The one mapping from a domain error's kind to the HTTP status it is answered with.
+KIND_STATUS: Mapping[ErrorKind, int] = {
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.INVALID: 422,
+    ErrorKind.FORBIDDEN: 403,
+    ErrorKind.NODE_REFUSED: 502,
+    ErrorKind.UNAVAILABLE: 503,
 }
 
 # Documented in OpenAPI for every route: the body every error response carries.
@@ -124,16 +130,8 @@ def database_unavailable(method: str, path: str, exc: OperationalError) -> JSONR
     )
 
 
-def _intake_error_status(exc: IntakeError) -> tuple[int, str]:
-    if isinstance(exc, PayoutNotFound):
-        return 404, "not_found"
-    if isinstance(exc, IdempotencyConflict):
-        return 422, "idempotency_key_reused"
-    if isinstance(exc, FourEyesViolation):
-        return 403, "four_eyes"
-    if isinstance(exc, InvalidState):
-        return 409, "invalid_state"
-    return 400, "bad_request"
+def domain_error_response(exc: DomainError) -> JSONResponse:
+    return error_response(KIND_STATUS[exc.kind], exc.code, exc.message)
 
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
@@ -167,14 +165,9 @@ def install_error_handlers(app: FastAPI, routes: RouteTable | None = None) -> No
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
 
-    @app.exception_handler(IntakeError)
-    async def _intake_error(_: Request, exc: IntakeError) -> JSONResponse:
-        status, code = _intake_error_status(exc)
-        return error_response(status, code, exc.message)
-
-    @app.exception_handler(ValidationError)
-    async def _domain_validation(_: Request, exc: ValidationError) -> JSONResponse:
-        return error_response(422, "invalid_request", f"{exc.field} {exc.message}")
+    @app.exception_handler(DomainError)
+    async def _domain_error(_: Request, exc: DomainError) -> JSONResponse:
+        return domain_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -33,6 +33,7 @@ from cli.processes import wait_until
 from cli.regtest_node import RegtestNode
 from shared.core.models import Payout, PayoutEvent, PayoutState
 from shared.infra.db import session_scope
+from shared.infra.unit_of_work import UnitOfWork
 from shared.intake import payouts as intake
 from shared.sending.dispatch import enqueue_process_payout
 
@@ -74,9 +75,12 @@ def create_payouts(count: int) -> list[uuid.UUID]:
 
 
 def approve(payout_id: uuid.UUID) -> None:
-    """The database half of `POST /v1/payouts/{id}/approve`: approve and commit."""
+    """The database half of `POST /v1/payouts/{id}/approve`: approve and commit.
+
+    The session is committed directly, not through the unit of work, so the publish hook
+    `approve` registers is dropped on purpose: `publish` sends every message at once."""
     with session_scope() as session:
-        _payout, route = intake.approve(session, payout_id, APPROVER)
+        _payout, route = intake.approve(UnitOfWork(session), payout_id, APPROVER)
     if route != "automatic":
         raise RuntimeError(f"payout {payout_id} took the {route} route; check AUTO_* limits")
 

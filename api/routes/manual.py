@@ -1,7 +1,9 @@
 """Manual signing routes (docs/architecture.md §7): claim → PSBT out, submit ← signed, release.
 
-The rules (who may claim, what a submitted transaction must pay) live in `shared.sending.manual`;
-this module only maps HTTP to it. Every route needs the `payouts:sign` scope.
+The rules (who may claim, what a submitted transaction must pay) live in `shared.sending.manual`,
+which commits its own durable checkpoints through the request's unit of work; this module only
+maps HTTP to it (refusals are `DomainError`s, answered by api.errors). Every route needs the
+`payouts:sign` scope.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.auth import CanSign
-from api.deps import SessionDep, require_json_body
-from api.errors import BODY_ERRORS, ApiError, error_responses
+from api.deps import UnitOfWorkDep, require_json_body
+from api.errors import BODY_ERRORS, error_responses
 from api.limits import body_limit, json_body_limit
 from shared.infra.settings import get_settings
 from shared.node import NodeClient
@@ -62,10 +64,6 @@ def _node() -> NodeClient:
     return NodeClient.from_settings(get_settings())
 
 
-def _as_api_error(exc: manual.ManualRouteError) -> ApiError:
-    return ApiError(exc.status, exc.code, exc.message)
-
-
 @router.post(
     "/{payout_id}/manual/claim",
     response_model=ManualClaimOut,
@@ -75,11 +73,9 @@ def _as_api_error(exc: manual.ManualRouteError) -> ApiError:
     "is not an approved manual payout (`invalid_state`).",
     responses=error_responses(401, 403, 404, 409, 422, 502, 503),
 )
-def claim(payout_id: uuid.UUID, session: SessionDep, principal: CanSign) -> ManualClaimOut:
-    try:
-        held = manual.claim(session, _node(), get_settings(), payout_id, principal.name)
-    except manual.ManualRouteError as exc:
-        raise _as_api_error(exc) from exc
+def claim(payout_id: uuid.UUID, uow: UnitOfWorkDep, principal: CanSign) -> ManualClaimOut:
+    held = manual.claim(uow, _node(), get_settings(), payout_id, principal.name)
+    uow.commit()
     return ManualClaimOut(
         payout_id=held.payout_id,
         psbt=held.psbt,
@@ -104,22 +100,14 @@ def claim(payout_id: uuid.UUID, session: SessionDep, principal: CanSign) -> Manu
 def submit(
     payout_id: uuid.UUID,
     body: SubmitRequest,
-    session: SessionDep,
+    uow: UnitOfWorkDep,
     principal: CanSign,
     _json: JsonBody,
 ) -> SubmitOut:
-    try:
-        done = manual.submit(
-            session,
-            _node(),
-            get_settings(),
-            payout_id,
-            principal.name,
-            psbt=body.psbt,
-            tx_hex=body.tx_hex,
-        )
-    except manual.ManualRouteError as exc:
-        raise _as_api_error(exc) from exc
+    done = manual.submit(
+        uow, _node(), get_settings(), payout_id, principal.name, psbt=body.psbt, tx_hex=body.tx_hex
+    )
+    uow.commit()
     return SubmitOut(payout_id=done.payout_id, txid=done.txid, state=done.state,
                      broadcast=done.outcome)  # fmt: skip
 
@@ -132,11 +120,9 @@ def submit(
     "claim gets a PSBT on the same inputs, so the released one can never also confirm.",
     responses=error_responses(401, 403, 404, 409, 422, 503),
 )
-def release(payout_id: uuid.UUID, session: SessionDep, principal: CanSign) -> ReleaseOut:
-    try:
-        state = manual.release(session, payout_id, principal.name)
-    except manual.ManualRouteError as exc:
-        raise _as_api_error(exc) from exc
+def release(payout_id: uuid.UUID, uow: UnitOfWorkDep, principal: CanSign) -> ReleaseOut:
+    state = manual.release(uow, payout_id, principal.name)
+    uow.commit()
     return ReleaseOut(
         payout_id=payout_id,
         state=state,

@@ -1,18 +1,17 @@
 """Payout intake and approval routes (docs/architecture.md §10). Each route authenticates,
-calls one function of `shared.intake.payouts`, commits, and serializes; domain errors map to
-HTTP in api.errors.
+calls one function of `shared.intake.payouts` with the request's unit of work, commits it, and
+serializes; domain errors map to HTTP in api.errors.
 """
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 
 from api.auth import CanApprove, CanCreate, CanRead
-from api.deps import SessionDep, require_json_body
+from api.deps import SessionDep, UnitOfWorkDep, require_json_body
 from api.errors import BODY_ERRORS, IDEMPOTENCY_KEY_HEADER, ApiError, error_responses
 from api.schemas import (
     ApprovedPayoutOut,
@@ -28,9 +27,6 @@ from api.schemas import (
 from shared.core.models import PayoutState, Route
 from shared.core.validation import IDEMPOTENCY_KEY_PATTERN, MAX_IDEMPOTENCY_KEY_LENGTH
 from shared.intake import payouts as intake
-from shared.sending import dispatch
-
-log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/payouts", tags=["payouts"])
 
@@ -59,7 +55,7 @@ JsonBody = Annotated[None, Depends(require_json_body)]
 def create_payout(
     body: CreatePayoutRequest,
     response: Response,
-    session: SessionDep,
+    uow: UnitOfWorkDep,
     principal: CanCreate,
     _json: JsonBody,
     idempotency_key: Annotated[
@@ -78,19 +74,19 @@ def create_payout(
     if not idempotency_key:  # present but empty (missing is answered in api.errors)
         raise ApiError(400, "idempotency_key_required", "the Idempotency-Key header is required")
     payout, created = intake.create_payout_idempotent(
-        session,
+        uow.session,
         principal.name,
         idempotency_key,
         body.destination,
         body.amount_sats,
         body.metadata,
     )
-    session.commit()
+    uow.commit()
     response.headers["Location"] = f"{router.prefix}/{payout.id}"
     if not created:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
-    return serialize_payout(session, payout)
+    return serialize_payout(uow.session, payout)
 
 
 @router.get(
@@ -146,27 +142,13 @@ def list_events(payout_id: uuid.UUID, session: SessionDep, _: CanRead) -> EventL
     responses=error_responses(401, 403, 404, 409, 422, 503),
 )
 def approve_payout(
-    payout_id: uuid.UUID, session: SessionDep, principal: CanApprove
+    payout_id: uuid.UUID, uow: UnitOfWorkDep, principal: CanApprove
 ) -> ApprovedPayoutOut:
-    payout, route = intake.approve(session, payout_id, principal.name)
-    # Commit before publishing: a worker must never see a message for an approval that
-    # could still roll back (docs/architecture.md §6).
-    session.commit()
-    if route is Route.AUTOMATIC:
-        try:
-            dispatch.enqueue_process_payout(payout.id)
-        except Exception as exc:
-            # The approval stands; the beat sweeper re-publishes unclaimed automatic
-            # approvals, so a broker outage delays this payout but does not lose it.
-            log.warning(
-                "approved payout %s but could not publish process_payout (%s: %s); the "
-                "sweeper will re-publish it",
-                payout.id,
-                type(exc).__name__,
-                exc,
-                extra={"payout_id": str(payout.id)},
-            )
-    data = serialize_payout(session, payout).model_dump()
+    # For the automatic route, approve registered publishing process_payout to run after
+    # this commit (docs/architecture.md §6).
+    payout, route = intake.approve(uow, payout_id, principal.name)
+    uow.commit()
+    data = serialize_payout(uow.session, payout).model_dump()
     if route is Route.AUTOMATIC:
         return ApprovedPayoutOut(**data, processing="automatic")
     return ApprovedPayoutOut(
@@ -185,12 +167,12 @@ def approve_payout(
 )
 def cancel_payout(
     payout_id: uuid.UUID,
-    session: SessionDep,
+    uow: UnitOfWorkDep,
     principal: CanApprove,
     _json: JsonBody,
     body: CancelRequest | None = None,
 ) -> PayoutOut:
     reason = body.reason if body else None
-    payout = intake.cancel(session, payout_id, principal.name, reason=reason)
-    session.commit()
-    return serialize_payout(session, payout)
+    payout = intake.cancel(uow.session, payout_id, principal.name, reason=reason)
+    uow.commit()
+    return serialize_payout(uow.session, payout)

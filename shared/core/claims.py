@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared.core.errors import InvalidState
 from shared.core.models import Payout, PayoutState, Route, Transaction, TxState, utcnow
 from shared.core.state_machine import transition
 
@@ -47,16 +48,38 @@ class Claim:
     reserved_inputs: list[str] | None
 
 
+class ClaimChanged(InvalidState):
+    """The row does not carry the claim the caller expected (a real error, never an `assert`,
+    so `python -O` cannot strip the guard)."""
+
+
 def _load_claim(session: Session, payout_id: uuid.UUID, token: str) -> Claim:
     payout = session.execute(select(Payout).where(Payout.id == payout_id)).scalar_one()
     session.refresh(payout)
-    assert payout.claim_token == token
+    if payout.claim_token != token:
+        # Our CAS just wrote this token in this transaction; anything else is a broken invariant.
+        raise ClaimChanged(
+            f"payout {payout_id} does not carry the claim just won (state {payout.state!r}, "
+            f"claimed by {payout.claimed_by})",
+            current_state=payout.state,
+        )
     return current_claim(payout)
 
 
 def current_claim(payout: Payout) -> Claim:
-    """The claim a `claimed` row currently carries."""
-    assert payout.claim_token and payout.claimed_by and payout.lease_until
+    """The claim a `claimed` row currently carries; `ClaimChanged` if it carries none."""
+    if not (
+        payout.state == S.CLAIMED
+        and payout.claim_token
+        and payout.claimed_by
+        and payout.lease_until
+    ):
+        raise ClaimChanged(
+            f"payout {payout.id} is {payout.state!r} and carries no claim "
+            f"(claimed by {payout.claimed_by}, lease until {payout.lease_until})",
+            current_state=payout.state,
+            allowed_from=[S.CLAIMED],
+        )
     return Claim(
         payout_id=payout.id,
         token=payout.claim_token,

@@ -1,7 +1,8 @@
 """Checks on what a client asks us to pay: destination address, amount, metadata, keys.
 
 Pure functions, no I/O, so the API, the CLI and the demo all refuse the same things with the
-same words. Each failure is a `ValidationError` naming the offending field.
+same words. Each failure is a `ValidationError` (a `DomainError`, code `invalid_request`) naming
+the offending field.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from embit.networks import NETWORKS
 from embit.script import Script, address_to_scriptpubkey
 
+from shared.core.errors import DomainError, ErrorKind
 from shared.infra.settings import DUST_LIMIT_SATS, Network
 
 # Our network names (settings) -> embit's. Testnet, signet and regtest share base58 version
@@ -42,13 +44,14 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]([ -~]*[!-~])?$"
 
 
-class ValidationError(ValueError):
-    """Bad client input. `field` names what was wrong, `message` says why, for humans."""
+class ValidationError(DomainError):
+    """Bad client input. `field` names what was wrong, `reason` says why; `message` is both,
+    for humans (`"amount_sats must be positive, got 0"`)."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__("invalid_request", f"{field} {reason}", ErrorKind.INVALID)
         self.field = field
-        self.message = message
+        self.reason = reason
 
 
 def _decode(address: str) -> Script | None:

@@ -64,14 +64,3 @@ def session_scope() -> Iterator[Session]:
     finally:
         session.close()
 
-
-@contextmanager
-def committing(session: Session) -> Iterator[Session]:
-    """A unit of work on a session someone else owns (e.g. the API request's session):
-    commit on success, roll back on any exception, leave the session open."""
-    try:
-        yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise

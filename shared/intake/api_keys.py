@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared.core.errors import DomainError, ErrorKind
 from shared.core.models import ApiKey, utcnow
 
 ADMIN_SCOPE = "admin"
@@ -32,12 +33,18 @@ SECRET_RANDOM_BYTES = 32
 MAX_NAME_LENGTH = 128  # api_keys.name column
 
 
-class ApiKeyError(ValueError):
+class ApiKeyError(DomainError):
     """A request to create or revoke a key that cannot be honoured (message is for humans)."""
+
+    def __init__(
+        self, message: str, code: str = "invalid_request", kind: ErrorKind = ErrorKind.INVALID
+    ) -> None:
+        super().__init__(code, message, kind)
 
 
 class DuplicateKeyName(ApiKeyError):
-    pass
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "key_name_taken", ErrorKind.CONFLICT)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
 """Payout intake and approval: the business rules behind the HTTP API (docs/architecture.md §6,
 §10).
 
-Functions take a Session and never commit: the caller owns the unit of work, so it can publish
-Celery messages only after its commit succeeded (docs/architecture.md §6). Every state change goes
-through `shared.core.state_machine`.
+Functions take a Session and never commit: the caller owns the transaction
+(`shared.infra.unit_of_work`). `approve` takes the caller's `UnitOfWork` instead, because it
+decides what must happen after the commit: for the automatic route it registers the publishing of
+`process_payout` as an after-commit hook (docs/architecture.md §6), so no caller decides it. Every
+state change goes through `shared.core.state_machine`; every refusal is a
+`shared.core.errors.DomainError`.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +25,7 @@ from sqlalchemy import and_, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from shared.core.errors import DomainError, ErrorKind, InvalidState, PayoutNotFound
 from shared.core.models import (
     IdempotencyKey,
     Payout,
@@ -40,6 +45,18 @@ from shared.core.validation import (
     validate_reason,
 )
 from shared.infra.settings import Settings, get_settings
+from shared.infra.unit_of_work import UnitOfWork
+from shared.sending import dispatch
+
+__all__ = [
+    "FourEyesViolation",
+    "IdempotencyConflict",
+    "InvalidState",
+    "PayoutNotFound",
+    "PsbtHandedOut",
+]
+
+log = logging.getLogger(__name__)
 
 S = PayoutState
 
@@ -51,58 +68,32 @@ CANCELLABLE = (S.AWAITING_APPROVAL, S.APPROVED)
 _AUTOMATIC_BUDGET_LOCK_ID = 0x7061796F  # "payo"
 
 
-class IntakeError(Exception):
-    """Base for refusals the API turns into 4xx responses. `message` is for humans."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class PayoutNotFound(IntakeError):
-    def __init__(self, payout_id: uuid.UUID) -> None:
-        super().__init__(f"no payout with id {payout_id}")
-        self.payout_id = payout_id
-
-
-class IdempotencyConflict(IntakeError):
+class IdempotencyConflict(DomainError):
     """The client reused an idempotency key for a different request body."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__("idempotency_key_reused", message, ErrorKind.INVALID)
 
-class FourEyesViolation(IntakeError):
+
+class FourEyesViolation(DomainError):
     """Four-eyes is on and the approver is the key that created the payout."""
 
-
-class InvalidState(IntakeError):
-    """The payout is not in a state the action applies to. Carries the current state."""
-
-    def __init__(
-        self, action: str, current: str, allowed_from: Iterable[str], detail: str = ""
-    ) -> None:
-        allowed_from = tuple(allowed_from)
-        super().__init__(
-            f"cannot {action} a payout in state {current!r}{detail}; {action} is only "
-            f"allowed from: {', '.join(allowed_from)}"
-        )
-        self.action = action
-        self.current_state = current
-        self.allowed_from = allowed_from
+    def __init__(self, message: str) -> None:
+        super().__init__("four_eyes", message, ErrorKind.FORBIDDEN)
 
 
 class PsbtHandedOut(InvalidState):
     """A manual PSBT for this payout was handed out: cancelling would let it pay anyway."""
 
     def __init__(self, payout: Payout) -> None:
-        IntakeError.__init__(
-            self,
+        super().__init__(
             f"cannot cancel payout {payout.id}: a PSBT spending {payout.reserved_inputs} was "
             "handed out for manual signing and may already be signed. Cancelled, it could still "
             "be broadcast and pay, and a re-issued payout would pay the destination twice. "
             "Leave it approved, or have a signer claim and pay it.",
+            current_state=payout.state,
+            allowed_from=CANCELLABLE,
         )
-        self.action = "cancel"
-        self.current_state = payout.state
-        self.allowed_from = CANCELLABLE
 
 
 @dataclass(frozen=True)
@@ -282,18 +273,20 @@ def _replay(session: Session, record: IdempotencyKey, fingerprint: str) -> Payou
 
 
 def approve(
-    session: Session,
+    uow: UnitOfWork,
     payout_id: uuid.UUID,
     approver: str,
     *,
     settings: Settings | None = None,
 ) -> tuple[Payout, Route]:
-    """CAS awaiting_approval -> approved, deciding the route. The caller commits, then (only
-    for the automatic route) publishes `process_payout`."""
+    """CAS awaiting_approval -> approved, deciding the route. For the automatic route it
+    registers publishing `process_payout` to run after the caller's `uow.commit()`: a worker
+    must never see a message for an approval that could still roll back."""
+    session = uow.session
     settings = settings or get_settings()
     payout = get_payout(session, payout_id)
     if payout.state != S.AWAITING_APPROVAL:
-        raise InvalidState("approve", payout.state, [S.AWAITING_APPROVAL])
+        raise InvalidState.for_action("approve", payout.state, [S.AWAITING_APPROVAL])
     if settings.four_eyes and approver == payout.created_by:
         raise FourEyesViolation(
             f"four-eyes approval is on: payout {payout_id} was created by {approver!r}, "
@@ -312,8 +305,30 @@ def approve(
     )
     if not approved:
         # Someone else approved or cancelled it between our read and our CAS.
-        raise InvalidState("approve", get_payout(session, payout_id).state, [S.AWAITING_APPROVAL])
+        current = get_payout(session, payout_id).state
+        raise InvalidState.for_action("approve", current, [S.AWAITING_APPROVAL])
+    if route is Route.AUTOMATIC:
+        uow.after_commit(lambda: publish_process_payout(payout_id))
     return get_payout(session, payout_id), route
+
+
+def publish_process_payout(payout_id: uuid.UUID) -> None:
+    """Ask a worker to pay an approved automatic payout; run only after the approval committed.
+
+    A broker outage does not undo the approval: the beat sweeper re-publishes unclaimed
+    automatic approvals, so a lost message delays this payout but does not lose it.
+    """
+    try:
+        dispatch.enqueue_process_payout(payout_id)
+    except Exception as exc:
+        log.warning(
+            "approved payout %s but could not publish process_payout (%s: %s); the sweeper "
+            "will re-publish it",
+            payout_id,
+            type(exc).__name__,
+            exc,
+            extra={"payout_id": str(payout_id)},
+        )
 
 
 def decide_route(
@@ -378,4 +393,4 @@ def cancel(session: Session, payout_id: uuid.UUID, actor: str, reason: str | Non
 
 def _cancel_refused(payout: Payout) -> InvalidState:
     holder = f" (claimed by {payout.claimed_by})" if payout.claimed_by else ""
-    return InvalidState("cancel", payout.state, CANCELLABLE, detail=holder)
+    return InvalidState.for_action("cancel", payout.state, CANCELLABLE, detail=holder)

@@ -25,6 +25,7 @@ from shared.core.claims import (
     release_claim,
     worker_actor,
 )
+from shared.core.errors import PayoutNotFound
 from shared.core.models import Payout, PayoutState, Route, Transaction, TxState, utcnow
 from shared.core.state_machine import transition
 from shared.infra.db import session_scope
@@ -146,7 +147,8 @@ def _process_locked(
 
     with session_scope() as session:
         payout = session.get(Payout, payout_id)
-        assert payout is not None
+        if payout is None:  # payouts are never deleted; a real error, not a strippable assert
+            raise PayoutNotFound(payout_id)
         return _broadcast_payout_tx(session, payout, node, settings, actor)
 
 

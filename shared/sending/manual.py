@@ -1,8 +1,10 @@
 """The manual signing route (docs/architecture.md §7): PSBT out to a human's signer, signed tx back
 in.
 
-These functions commit on the session they are given, at the points the safety argument needs (the
-claim together with its PSBT's reserved inputs; the signed bytes before they are broadcast).
+These functions take the caller's `UnitOfWork` and commit only through `uow.step()`, at the points
+the safety argument needs (the claim together with its PSBT's reserved inputs; the signed bytes
+before they are broadcast). Every refusal is a `DomainError` (code and kind; `api/errors.py` picks
+the HTTP status).
 
 It claims through the same CAS as the workers, and refuses — with a reason an operator can act on —
 any payout a worker holds or will hold. That refusal, on the server, is what makes BTCPay's "Approve
@@ -28,50 +30,46 @@ from shared.core.claims import (
     release_claim,
     reserve_inputs,
 )
+from shared.core.errors import DomainError, ErrorKind, PayoutNotFound
 from shared.core.models import Payout, PayoutState, Route, Transaction, utcnow
-from shared.infra.db import committing
 from shared.infra.settings import Settings
+from shared.infra.unit_of_work import UnitOfWork
 from shared.node import DecodedTx, FundedPsbt, NodeClient
 from shared.node.amounts import btc_to_sats
 from shared.node.coin_locks import unlock_quietly
 from shared.node.errors import InsufficientFunds, NodeError, NodeUnavailable
 from shared.sending.broadcasting import BroadcastOutcome, broadcast_persisted
 from shared.sending.fees import choose_fee_rate_sat_vb
-from shared.sending.payment_check import PaymentMismatch, check_against_wallet
+from shared.sending.payment_check import check_against_wallet
 from shared.sending.signature_check import check_signatures_cover_everything
 
 S = PayoutState
 
 
-class ManualRouteError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+CONFLICT, INVALID = ErrorKind.CONFLICT, ErrorKind.INVALID
 
 
-def _refusal(payout: Payout, key_name: str) -> ManualRouteError | None:
+def _refusal(payout: Payout, key_name: str) -> DomainError | None:
     """Why this key may not claim this payout now, or None when it may."""
     pid = payout.id
     if is_worker_holder(payout.claimed_by) or (
         payout.route == Route.AUTOMATIC and payout.state in (S.SIGNED, S.BROADCAST, S.CONFIRMED)
     ):
-        return ManualRouteError(
-            409,
+        return DomainError(
             "claimed_by_worker",
             f"Payout {pid} was claimed by the automatic processor "
             f"({payout.claimed_by or 'a worker'}) and is now '{payout.state}'. "
             "It is being paid (or was paid) from the hot wallet; "
             f"there is nothing to sign. Do not pay it by hand: watch GET /v1/payouts/{pid}.",
+            CONFLICT,
         )
     if payout.route == Route.AUTOMATIC and payout.state == S.APPROVED:
-        return ManualRouteError(
-            409,
+        return DomainError(
             "automatic_processing",
             f"Payout {pid} is on the automatic route: a worker will pay it from the hot wallet. "
             "Manual signing is refused so it cannot be paid twice. To pay it by hand instead, "
             "cancel it and create a new payout above the automatic limit.",
+            CONFLICT,
         )
     if payout.state == S.APPROVED and payout.route == Route.MANUAL:
         return None
@@ -79,24 +77,24 @@ def _refusal(payout: Payout, key_name: str) -> ManualRouteError | None:
         if payout.lease_until is not None and payout.lease_until < utcnow():
             return None  # expired manual claim: may be taken over (same reserved inputs)
         if payout.claimed_by == manual_actor(key_name):
-            return ManualRouteError(
-                409,
+            return DomainError(
                 "invalid_state",
                 f"You already hold the claim on payout {pid} until {payout.lease_until}. Submit "
                 f"the signed PSBT to /v1/payouts/{pid}/manual/submit or release it.",
+                CONFLICT,
             )
-        return ManualRouteError(
-            409,
+        return DomainError(
             "invalid_state",
             f"Payout {pid} is claimed for manual signing by {payout.claimed_by} until "
             f"{payout.lease_until}. Ask them, or wait for the claim to expire.",
+            CONFLICT,
         )
     hint = "approve it first" if payout.state == S.AWAITING_APPROVAL else "nothing to sign"
-    return ManualRouteError(
-        409,
+    return DomainError(
         "invalid_state",
         f"Payout {pid} is '{payout.state}'; only approved manual-route payouts can be claimed "
         f"({hint}).",
+        CONFLICT,
     )
 
 
@@ -104,7 +102,7 @@ def _get(session: Session, payout_id: uuid.UUID) -> Payout:
     # populate_existing: the row changes under us (workers, our own UPDATE-based CAS).
     payout = session.get(Payout, payout_id, populate_existing=True)
     if payout is None:
-        raise ManualRouteError(404, "not_found", f"no payout {payout_id}")
+        raise PayoutNotFound(payout_id)
     return payout
 
 
@@ -118,8 +116,14 @@ class ManualClaim:
     expires_at: datetime
 
 
+def _changed_while_claiming(payout_id: uuid.UUID) -> DomainError:
+    return DomainError(
+        "invalid_state", f"payout {payout_id} changed while claiming; retry", CONFLICT
+    )
+
+
 def claim(
-    session: Session, node: NodeClient, settings: Settings, payout_id: uuid.UUID, key_name: str
+    uow: UnitOfWork, node: NodeClient, settings: Settings, payout_id: uuid.UUID, key_name: str
 ) -> ManualClaim:
     """CAS the claim, build the PSBT and record its inputs as reserved, in one DB transaction.
 
@@ -129,23 +133,21 @@ def claim(
     """
     newly_locked: list[str] = []
     try:
-        with committing(session):
+        with uow.step() as session:
             refusal = _refusal(_get(session, payout_id), key_name)
             if refusal:
                 raise refusal
             won = claim_for_manual(session, payout_id, key_name, settings.manual_claim_seconds)
             if won is None:  # lost a race; explain with the state that beat us
-                session.rollback()
-                raise _refusal(_get(session, payout_id), key_name) or ManualRouteError(
-                    409, "invalid_state", f"payout {payout_id} changed while claiming; retry"
+                uow.rollback()  # a fresh snapshot, to read the winner's row
+                raise _refusal(_get(session, payout_id), key_name) or _changed_while_claiming(
+                    payout_id
                 )
             funded, inputs = _build_psbt(node, settings, won)
             if not won.reserved_inputs:
                 newly_locked = inputs
                 if not reserve_inputs(session, won, inputs):
-                    raise ManualRouteError(
-                        409, "invalid_state", f"payout {payout_id} changed while claiming; retry"
-                    )
+                    raise _changed_while_claiming(payout_id)
     except BaseException:
         # The claim did not commit, so its PSBT is never handed out: free what it locked.
         unlock_quietly(node, newly_locked)
@@ -183,12 +185,12 @@ def _check_still_unspent(node: NodeClient, reserved: list[str]) -> None:
     the earlier PSBT itself, signed and broadcast elsewhere."""
     spent = [outpoint for outpoint in reserved if node.get_tx_out(outpoint) is None]
     if spent:
-        raise ManualRouteError(
-            409,
+        raise DomainError(
             "reserved_inputs_unavailable",
             f"an earlier PSBT for this payout reserved inputs {reserved}, and {spent} are already "
             "spent. That PSBT may have been signed and broadcast elsewhere: check the chain "
             "before doing anything else.",
+            CONFLICT,
         )
 
 
@@ -204,27 +206,33 @@ def _psbt_inputs(node: NodeClient, psbt: str) -> list[str]:
     return [f"{vin['txid']}:{vin['vout']}" for vin in decoded["tx"]["vin"]]
 
 
-def _build_error(exc: NodeError, reserved: list[str] | None) -> ManualRouteError:
+def _build_error(exc: NodeError, reserved: list[str] | None) -> DomainError:
     if isinstance(exc, InsufficientFunds):
-        return ManualRouteError(
-            409, "insufficient_funds", f"the hot wallet cannot fund this payout: {exc.message}"
+        return DomainError(
+            "insufficient_funds",
+            f"the hot wallet cannot fund this payout: {exc.message}",
+            CONFLICT,
         )
     if isinstance(exc, NodeUnavailable):
         return _node_unavailable()
     if reserved:
-        return ManualRouteError(
-            409,
+        return DomainError(
             "reserved_inputs_unavailable",
             f"an earlier PSBT for this payout reserved inputs {reserved}, and they can no longer "
             f"be spent ({exc.message}). That PSBT may have been signed and broadcast elsewhere: "
             "check the chain before doing anything else.",
+            CONFLICT,
         )
-    return ManualRouteError(502, "node_error", f"the node refused to build the PSBT: {exc.message}")
+    return DomainError(
+        "node_error", f"the node refused to build the PSBT: {exc.message}", ErrorKind.NODE_REFUSED
+    )
 
 
-def _node_unavailable() -> ManualRouteError:
-    return ManualRouteError(
-        503, "node_unavailable", "the Bitcoin node is unreachable; nothing was changed, retry"
+def _node_unavailable() -> DomainError:
+    return DomainError(
+        "node_unavailable",
+        "the Bitcoin node is unreachable; nothing was changed, retry",
+        ErrorKind.UNAVAILABLE,
     )
 
 
@@ -237,7 +245,7 @@ class Submitted:
 
 
 def submit(
-    session: Session,
+    uow: UnitOfWork,
     node: NodeClient,
     settings: Settings,
     payout_id: uuid.UUID,
@@ -250,11 +258,12 @@ def submit(
 
     Accepted only from the claim holder, and only a transaction that spends inputs reserved
     for this payout and nothing else, and pays the payout exactly plus at most one change
-    output (`shared.sending.payment_check`). A node outage at any step is 503, never the
-    signer's fault.
+    output (`shared.sending.payment_check`). A node outage at any step is `node_unavailable`
+    (kind UNAVAILABLE), never the signer's fault.
     """
     actor = manual_actor(key_name)
-    with committing(session):
+    session = uow.session
+    with uow.step():
         payout = _get(session, payout_id)
         if payout.state != S.CLAIMED or payout.claimed_by != actor:
             raise _not_holder(payout, key_name)
@@ -264,13 +273,16 @@ def submit(
         signed = _checked_tx(session, node, settings, raw_hex, held)
     except NodeUnavailable as exc:
         raise _node_unavailable() from exc
-    with committing(session):
+    # Checkpoint: the signed bytes are durable before anything is broadcast (§5.1).
+    with uow.step():
         if not persist_signed_tx(session, held, signed, actor=actor):
-            raise ManualRouteError(
-                409, "invalid_state", f"your claim on payout {payout_id} is no longer valid"
+            raise DomainError(
+                "invalid_state",
+                f"your claim on payout {payout_id} is no longer valid",
+                CONFLICT,
             )
     try:
-        with committing(session):
+        with uow.step():
             row = session.get(Transaction, _get(session, payout_id).tx_id)
             if row is None:  # persist_signed_tx just wrote it in a committed transaction
                 raise RuntimeError(f"payout {payout_id} is signed but its transaction is gone")
@@ -285,21 +297,25 @@ def submit(
     return Submitted(payout_id, signed.txid, state, outcome)
 
 
-def _not_holder(payout: Payout, key_name: str) -> ManualRouteError:
+def _not_holder(payout: Payout, key_name: str) -> DomainError:
     """Why this key may not submit for this payout."""
     if payout.state != S.CLAIMED:
-        return _refusal(payout, key_name) or ManualRouteError(
-            409, "invalid_state", f"payout {payout.id} is '{payout.state}', not claimed by you"
+        return _refusal(payout, key_name) or DomainError(
+            "invalid_state",
+            f"payout {payout.id} is '{payout.state}', not claimed by you",
+            CONFLICT,
         )
     code = "claimed_by_worker" if is_worker_holder(payout.claimed_by) else "invalid_state"
-    return ManualRouteError(
-        409, code, f"payout {payout.id} is claimed by {payout.claimed_by}, not by you"
+    return DomainError(
+        code,
+        f"payout {payout.id} is claimed by {payout.claimed_by}, not by you",
+        CONFLICT,
     )
 
 
 def _final_hex(node: NodeClient, psbt: str | None, tx_hex: str | None) -> str:
     if (psbt is None) == (tx_hex is None):
-        raise ManualRouteError(422, "invalid_request", "send exactly one of 'psbt' or 'tx_hex'")
+        raise DomainError("invalid_request", "send exactly one of 'psbt' or 'tx_hex'", INVALID)
     if tx_hex is not None:
         return tx_hex
     try:
@@ -307,10 +323,12 @@ def _final_hex(node: NodeClient, psbt: str | None, tx_hex: str | None) -> str:
     except NodeUnavailable:
         raise
     except NodeError as exc:
-        raise ManualRouteError(422, "invalid_psbt", f"not a valid PSBT: {exc.message}") from exc
+        raise DomainError("invalid_psbt", f"not a valid PSBT: {exc.message}", INVALID) from exc
     if not complete or final_hex is None:
-        raise ManualRouteError(
-            422, "psbt_incomplete", "the PSBT is not fully signed; sign every input and resubmit"
+        raise DomainError(
+            "psbt_incomplete",
+            "the PSBT is not fully signed; sign every input and resubmit",
+            INVALID,
         )
     return final_hex
 
@@ -323,12 +341,10 @@ def _checked_tx(
     except NodeUnavailable:
         raise
     except NodeError as exc:
-        raise ManualRouteError(422, "invalid_transaction", exc.message) from exc
-    try:
-        check_signatures_cover_everything(raw_hex)
-        check_against_wallet(session, node, decoded.outputs, {held.destination: held.amount_sats})
-    except PaymentMismatch as exc:
-        raise ManualRouteError(422, exc.code, exc.message) from exc
+        raise DomainError("invalid_transaction", exc.message, INVALID) from exc
+    # Both raise PaymentMismatch, a DomainError of kind INVALID with the rule's own code.
+    check_signatures_cover_everything(raw_hex)
+    check_against_wallet(session, node, decoded.outputs, {held.destination: held.amount_sats})
     _check_spends_reserved(decoded.inputs, held.reserved_inputs or [])
     return _accepted_by_node(node, settings, raw_hex, decoded)
 
@@ -339,26 +355,26 @@ def _check_spends_reserved(inputs: list[str], reserved: list[str]) -> None:
     without reserved inputs gets nothing accepted (it cannot happen since the claim and its
     reservation commit together; refusing keeps it that way)."""
     if not reserved:
-        raise ManualRouteError(
-            422,
+        raise DomainError(
             "must_spend_reserved_inputs",
             "no inputs are reserved for this claim, so no transaction can be accepted for it; "
             "release the claim and claim the payout again",
+            INVALID,
         )
     if not set(reserved) & set(inputs):
-        raise ManualRouteError(
-            422,
+        raise DomainError(
             "must_spend_reserved_inputs",
             f"the transaction must spend at least one of the inputs reserved for this payout "
             f"({', '.join(reserved)}), so the earlier PSBT can never also confirm",
+            INVALID,
         )
     foreign = [i for i in inputs if i not in reserved]
     if foreign:
-        raise ManualRouteError(
-            422,
+        raise DomainError(
             "unreserved_inputs",
             f"the transaction spends inputs not reserved for this payout ({', '.join(foreign)}); "
             f"spend only the PSBT's inputs ({', '.join(reserved)})",
+            INVALID,
         )
 
 
@@ -370,23 +386,25 @@ def _accepted_by_node(
     except NodeUnavailable:
         raise
     except NodeError as exc:
-        raise ManualRouteError(
-            422, "rejected_by_node", f"the node would not accept this transaction: {exc.message}"
+        raise DomainError(
+            "rejected_by_node",
+            f"the node would not accept this transaction: {exc.message}",
+            INVALID,
         ) from exc
     fee_sats = _fee_from_acceptance(check)
     vsize = int(check.get("vsize") or decoded.vsize)
     if not check.get("allowed") and not _already_known(check):
-        raise ManualRouteError(
-            422,
+        raise DomainError(
             "rejected_by_node",
             f"the node would not accept this transaction: {check.get('reject-reason')}",
+            INVALID,
         )
     if fee_sats is not None and vsize and fee_sats > settings.max_fee_rate_sat_vb * vsize:
-        raise ManualRouteError(
-            422,
+        raise DomainError(
             "fee_too_high",
             f"fee {fee_sats} sats for {vsize} vB exceeds PAYOUTS_MAX_FEE_RATE_SAT_VB="
             f"{settings.max_fee_rate_sat_vb}",
+            INVALID,
         )
     return SignedTx(decoded.txid, raw_hex, fee_sats or 0, decoded.inputs)
 
@@ -403,15 +421,17 @@ def _already_known(check: dict[str, object]) -> bool:
     return "already" in reason or "txn-already-known" in reason
 
 
-def release(session: Session, payout_id: uuid.UUID, key_name: str) -> str:
+def release(uow: UnitOfWork, payout_id: uuid.UUID, key_name: str) -> str:
     """Give a manual claim back. The PSBT's inputs stay reserved and locked: whoever claims
     next gets a PSBT on the same inputs, so the released one can never also confirm."""
     actor = manual_actor(key_name)
-    with committing(session):
+    with uow.step() as session:
         payout = _get(session, payout_id)
         if payout.state != S.CLAIMED or payout.claimed_by != actor:
-            raise ManualRouteError(
-                409, "invalid_state", f"payout {payout_id} is not claimed by you ({payout.state})"
+            raise DomainError(
+                "invalid_state",
+                f"payout {payout_id} is not claimed by you ({payout.state})",
+                CONFLICT,
             )
         if not release_claim(
             session,
@@ -420,5 +440,5 @@ def release(session: Session, payout_id: uuid.UUID, key_name: str) -> str:
             reason="released by signer",
             count_attempt=False,
         ):
-            raise ManualRouteError(409, "invalid_state", "the claim changed while releasing")
+            raise DomainError("invalid_state", "the claim changed while releasing", CONFLICT)
         return S.APPROVED.value

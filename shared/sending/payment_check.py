@@ -18,6 +18,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared.core.errors import DomainError, ErrorKind
 from shared.core.models import Payout
 from shared.node import NodeClient
 from shared.node.client import TxOutput
@@ -30,13 +31,12 @@ MAX_CHANGE_OUTPUTS = 1
 MAX_OUTPUTS_EXPLAINED = 8
 
 
-class PaymentMismatch(Exception):
-    """The transaction pays something other than the payouts it is for, plus change."""
+class PaymentMismatch(DomainError):
+    """The transaction pays something other than the payouts it is for, plus change (or, from
+    `signature_check`, is signed so that others could change it)."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(code, message, ErrorKind.INVALID)
 
 
 OwnsAddress = Callable[[str], bool]

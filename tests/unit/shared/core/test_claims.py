@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -12,12 +14,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shared.core.claims import (
+    ClaimChanged,
     SignedTx,
     claim_for_manual,
     claim_for_worker,
+    current_claim,
     persist_signed_tx,
     release_claim,
 )
+from shared.core.errors import DomainError, ErrorKind
 from shared.core.models import Payout, PayoutState, Route, Transaction, utcnow
 from tests.unit.shared.factories import make_payout, sqlite_engine
 
@@ -134,3 +139,41 @@ class TestPersistSignedTx:
         assert (row.state, row.last_error, row.claim_token, row.attempts) == (
             S.APPROVED, "no funds", None, 0,
         )  # fmt: skip
+
+
+class TestGuards:
+    """Real errors, not `assert`s: `python -O` strips asserts, and these guard who may pay."""
+
+    def test_current_claim_of_an_unclaimed_row_raises(self, session: Session) -> None:
+        payout = make_payout(session, state=S.APPROVED, route=Route.MANUAL)
+        with pytest.raises(ClaimChanged) as caught:
+            current_claim(payout)
+        assert isinstance(caught.value, DomainError)
+        assert (caught.value.code, caught.value.kind) == ("invalid_state", ErrorKind.CONFLICT)
+        assert caught.value.current_state == S.APPROVED
+
+    def test_current_claim_of_a_claimed_row_without_a_token_raises(self, session: Session) -> None:
+        payout = make_payout(
+            session, state=S.CLAIMED, route=Route.MANUAL, claimed_by="manual:x", claim_token=None
+        )
+        with pytest.raises(ClaimChanged):
+            current_claim(payout)
+
+    def test_the_guard_holds_under_python_dash_o(self) -> None:
+        code = (
+            "import uuid\n"
+            "from shared.core.claims import ClaimChanged, current_claim\n"
+            "from shared.core.models import Payout\n"
+            "p = Payout(id=uuid.uuid4(), state='approved', destination='x', amount_sats=1,\n"
+            "           attempts=0, created_by='c')\n"
+            "try:\n"
+            "    current_claim(p)\n"
+            "except ClaimChanged:\n"
+            "    print('refused')\n"
+            "else:\n"
+            "    print('returned a claim')\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=60
+        )
+        assert done.stdout.strip() == "refused", done.stderr

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from shared.core.models import IdempotencyKey, Payout, PayoutEvent, PayoutState, Route, Transaction
 from shared.core.validation import ValidationError
 from shared.infra.settings import DUST_LIMIT_SATS, Settings
+from shared.infra.unit_of_work import UnitOfWork
 from shared.intake import payouts as intake
 from shared.intake.payouts import (
     FourEyesViolation,
@@ -100,7 +101,7 @@ class TestCreateIdempotent:
 
     def test_replay_returns_the_current_state(self, session: Session) -> None:
         first, _ = create(session)
-        intake.approve(session, first.id, "approver", settings=settings())
+        intake.approve(UnitOfWork(session), first.id, "approver", settings=settings())
         session.commit()
 
         again, _ = create(session)
@@ -218,7 +219,9 @@ class TestCreateIdempotent:
 class TestRouteDecision:
     def approve(self, session: Session, amount: int, **overrides: Any) -> tuple[Payout, Route]:
         payout = make_payout(session, amount_sats=amount)
-        result = intake.approve(session, payout.id, "approver", settings=settings(**overrides))
+        result = intake.approve(
+            UnitOfWork(session), payout.id, "approver", settings=settings(**overrides)
+        )
         session.commit()
         return result
 
@@ -272,7 +275,9 @@ class TestApprove:
     def test_sets_approver_time_route_and_writes_an_event(self, session: Session) -> None:
         payout = make_payout(session)
 
-        approved, route = intake.approve(session, payout.id, "boss", settings=settings())
+        approved, route = intake.approve(
+            UnitOfWork(session), payout.id, "boss", settings=settings()
+        )
         session.commit()
 
         assert approved.state == S.APPROVED
@@ -293,7 +298,7 @@ class TestApprove:
         payout = make_payout(session, state=state)
 
         with pytest.raises(InvalidState) as caught:
-            intake.approve(session, payout.id, "boss", settings=settings())
+            intake.approve(UnitOfWork(session), payout.id, "boss", settings=settings())
 
         assert caught.value.current_state == state
         assert state.value in caught.value.message
@@ -302,13 +307,15 @@ class TestApprove:
 
     def test_unknown_payout_is_not_found(self, session: Session) -> None:
         with pytest.raises(PayoutNotFound):
-            intake.approve(session, uuid.uuid4(), "boss", settings=settings())
+            intake.approve(UnitOfWork(session), uuid.uuid4(), "boss", settings=settings())
 
     def test_four_eyes_refuses_the_creator(self, session: Session) -> None:
         payout = make_payout(session, created_by="alice")
 
         with pytest.raises(FourEyesViolation):
-            intake.approve(session, payout.id, "alice", settings=settings(four_eyes=True))
+            intake.approve(
+                UnitOfWork(session), payout.id, "alice", settings=settings(four_eyes=True)
+            )
         session.rollback()
 
         assert intake.get_payout(session, payout.id).state == S.AWAITING_APPROVAL
@@ -316,14 +323,16 @@ class TestApprove:
     def test_four_eyes_accepts_another_key(self, session: Session) -> None:
         payout = make_payout(session, created_by="alice")
 
-        approved, _ = intake.approve(session, payout.id, "bob", settings=settings(four_eyes=True))
+        approved, _ = intake.approve(
+            UnitOfWork(session), payout.id, "bob", settings=settings(four_eyes=True)
+        )
 
         assert approved.approved_by == "bob"
 
     def test_without_four_eyes_the_creator_may_approve(self, session: Session) -> None:
         payout = make_payout(session, created_by="alice")
 
-        approved, _ = intake.approve(session, payout.id, "alice", settings=settings())
+        approved, _ = intake.approve(UnitOfWork(session), payout.id, "alice", settings=settings())
 
         assert approved.state == S.APPROVED
 
@@ -423,7 +432,7 @@ class TestListing:
 
     def test_events_are_listed_oldest_first(self, session: Session) -> None:
         payout, _ = create(session)
-        intake.approve(session, payout.id, "boss", settings=settings())
+        intake.approve(UnitOfWork(session), payout.id, "boss", settings=settings())
         intake.cancel(session, payout.id, "ops")
         session.commit()
 
@@ -447,3 +456,73 @@ class TestListing:
         unlinked = make_payout(session)
 
         assert intake.transaction_ids(session, [linked, unlinked]) == {linked.id: "ab" * 32}
+
+
+class TestApprovePublishesAfterCommit:
+    """`approve` itself registers publishing `process_payout` on the unit of work: it runs
+    only after the commit, once, and never for a rolled-back approval or the manual route."""
+
+    @pytest.fixture
+    def published(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        sent: list[str] = []
+        monkeypatch.setattr(
+            "shared.sending.dispatch.enqueue_process_payout", lambda pid: sent.append(str(pid))
+        )
+        return sent
+
+    def test_automatic_publishes_once_after_commit(
+        self, session: Session, published: list[str]
+    ) -> None:
+        payout = make_payout(session)
+        uow = UnitOfWork(session)
+
+        _, route = intake.approve(uow, payout.id, "boss", settings=settings())
+        assert route is Route.AUTOMATIC and published == []  # not before the commit
+
+        uow.commit()
+        uow.commit()
+        assert published == [str(payout.id)]
+
+    def test_a_rolled_back_approval_publishes_nothing(
+        self, engine: Engine, session: Session, published: list[str]
+    ) -> None:
+        payout = make_payout(session)
+        uow = UnitOfWork(session)
+        intake.approve(uow, payout.id, "boss", settings=settings())
+
+        uow.rollback()
+        uow.commit()
+
+        assert published == []
+        with Session(engine) as other:
+            assert other.get(Payout, payout.id).state == S.AWAITING_APPROVAL  # type: ignore[union-attr]
+
+    def test_the_manual_route_publishes_nothing(
+        self, session: Session, published: list[str]
+    ) -> None:
+        payout = make_payout(session, amount_sats=2_000_000)
+        uow = UnitOfWork(session)
+        _, route = intake.approve(uow, payout.id, "boss", settings=settings())
+        uow.commit()
+        assert route is Route.MANUAL and published == []
+
+    def test_a_broker_outage_is_logged_and_the_approval_stands(
+        self,
+        engine: Engine,
+        session: Session,
+        monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        def down(_pid: object) -> None:
+            raise ConnectionError("broker unreachable")
+
+        monkeypatch.setattr("shared.sending.dispatch.enqueue_process_payout", down)
+        payout = make_payout(session)
+        uow = UnitOfWork(session)
+        intake.approve(uow, payout.id, "boss", settings=settings())
+
+        uow.commit()
+
+        assert any("could not publish" in r.getMessage() for r in caplog.records)
+        with Session(engine) as other:
+            assert other.get(Payout, payout.id).state == S.APPROVED  # type: ignore[union-attr]

@@ -19,9 +19,11 @@ from sqlalchemy.orm import Session
 from cli.addresses import external_address
 from cli.regtest_node import RegtestNode
 from devnode.server import RunningDevnode, start_devnode
+from shared.core.errors import DomainError, ErrorKind
 from shared.core.models import Payout, PayoutState, Route, Transaction
 from shared.infra.db import get_engine
 from shared.infra.settings import get_settings
+from shared.infra.unit_of_work import UnitOfWork
 from shared.node import NodeClient
 from shared.node.amounts import btc_to_sats
 from shared.sending import manual
@@ -63,12 +65,12 @@ def manual_payout(session: Session, amount: int = AMOUNT) -> Payout:
 
 def claim(session: Session, node: NodeClient, payout: Payout, key: str = "signer"
           ) -> manual.ManualClaim:  # fmt: skip
-    return manual.claim(session, node, get_settings(), payout.id, key)
+    return manual.claim(UnitOfWork(session), node, get_settings(), payout.id, key)
 
 
 def submit(session: Session, node: NodeClient, payout: Payout, key: str = "signer",
            **body: str) -> manual.Submitted:  # fmt: skip
-    return manual.submit(session, node, get_settings(), payout.id, key, **body)
+    return manual.submit(UnitOfWork(session), node, get_settings(), payout.id, key, **body)
 
 
 def value_of(node: NodeClient, outpoint: str) -> int:
@@ -99,7 +101,7 @@ def other_coin(node: NodeClient, not_these: list[str]) -> str:
 
 def refused(session: Session, node: NodeClient, payout: Payout, code: str, **body: str) -> str:
     """Submit, expect the refusal `code`, and check that nothing was stored or sent."""
-    with pytest.raises(manual.ManualRouteError) as caught:
+    with pytest.raises(DomainError) as caught:
         submit(session, node, payout, **body)
     assert caught.value.code == code, caught.value.message
     session.expire_all()
@@ -209,11 +211,11 @@ class TestReservedInputs:
     ) -> None:
         payout = manual_payout(session)
         held = claim(session, node, payout)
-        manual.release(session, payout.id, "signer")
+        manual.release(UnitOfWork(session), payout.id, "signer")
         # The released PSBT's coin gets spent elsewhere (say the signer broadcast a copy).
         node.unlock_unspent(held.inputs)
         node.send_raw_transaction(spend(node, held.inputs, {}, change=None))
-        with pytest.raises(manual.ManualRouteError) as caught:
+        with pytest.raises(DomainError) as caught:
             claim(session, node, payout, key="signer2")
         assert caught.value.code == "reserved_inputs_unavailable"
         assert "check the chain" in caught.value.message
@@ -328,9 +330,9 @@ class TestNodeOutages:
     ) -> None:
         payout = manual_payout(session)
         node.call("devnode_drop_reply", "walletcreatefundedpsbt", 1)
-        with pytest.raises(manual.ManualRouteError) as caught:
+        with pytest.raises(DomainError) as caught:
             claim(session, node, payout)
-        assert (caught.value.status, caught.value.code) == (503, "node_unavailable")
+        assert (caught.value.kind, caught.value.code) == (ErrorKind.UNAVAILABLE, "node_unavailable")
         session.expire_all()
         row = session.get(Payout, payout.id)
         assert row is not None
@@ -355,9 +357,9 @@ class TestClaimAtomicity:
         # reserve_inputs is fenced by the claim token; losing it mid-claim is the failure.
         monkeypatch.setattr(manual, "reserve_inputs", lambda *_args: False)
         payout = manual_payout(session)
-        with pytest.raises(manual.ManualRouteError) as caught:
+        with pytest.raises(DomainError) as caught:
             claim(session, node, payout)
-        assert (caught.value.status, caught.value.code) == (409, "invalid_state")
+        assert (caught.value.kind, caught.value.code) == (ErrorKind.CONFLICT, "invalid_state")
         assert node.list_lock_unspent() == []
         session.expire_all()
         assert session.get(Payout, payout.id).state == S.APPROVED  # type: ignore[union-attr]
@@ -367,12 +369,12 @@ def test_only_the_claim_holder_may_submit(session: Session, node: NodeClient) ->
     payout = manual_payout(session)
     held = claim(session, node, payout)
     signed, _ = node.wallet_process_psbt(held.psbt)
-    with pytest.raises(manual.ManualRouteError) as caught:
+    with pytest.raises(DomainError) as caught:
         submit(session, node, payout, key="signer2", psbt=signed)
-    assert (caught.value.status, caught.value.code) == (409, "invalid_state")
+    assert (caught.value.kind, caught.value.code) == (ErrorKind.CONFLICT, "invalid_state")
 
 
 def test_unknown_payout_is_not_found(session: Session, node: NodeClient) -> None:
-    with pytest.raises(manual.ManualRouteError) as caught:
-        manual.claim(session, node, get_settings(), uuid.uuid4(), "signer")
-    assert caught.value.status == 404
+    with pytest.raises(DomainError) as caught:
+        manual.claim(UnitOfWork(session), node, get_settings(), uuid.uuid4(), "signer")
+    assert caught.value.kind == ErrorKind.NOT_FOUND

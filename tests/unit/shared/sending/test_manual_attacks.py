@@ -19,7 +19,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cli.addresses import external_address
+from shared.core.errors import DomainError, ErrorKind
 from shared.core.models import Payout, Transaction, utcnow
+from shared.infra.unit_of_work import UnitOfWork
 from shared.intake import payouts as intake
 from shared.intake.payouts import InvalidState
 from shared.node import NodeClient
@@ -150,9 +152,9 @@ class TestCraftedOutputs:
     ) -> None:
         payout = manual_payout(session)
         claim(session, node, payout)
-        with pytest.raises(manual.ManualRouteError) as caught:
+        with pytest.raises(DomainError) as caught:
             submit(session, node, payout, tx_hex=garbage)
-        assert caught.value.status == 422, caught.value.message
+        assert caught.value.kind == ErrorKind.INVALID, caught.value.message
         assert mempool(node) == []
 
     def test_a_transaction_with_no_inputs_is_refused(
@@ -164,9 +166,9 @@ class TestCraftedOutputs:
             TransactionOutput(AMOUNT, Script(bytes.fromhex(
                 node.get_address_info(payout.destination)["scriptPubKey"])))
         ])  # fmt: skip
-        with pytest.raises(manual.ManualRouteError) as caught:
+        with pytest.raises(DomainError) as caught:
             submit(session, node, payout, tx_hex=tx.serialize().hex())
-        assert caught.value.status == 422
+        assert caught.value.kind == ErrorKind.INVALID
         assert mempool(node) == []
 
 
@@ -205,7 +207,7 @@ class TestOtherPayoutsInputs:
         raw = node.sign_raw_transaction_with_wallet(
             node.create_raw_transaction(outs, held_other.inputs)
         )
-        with pytest.raises(manual.ManualRouteError) as caught:
+        with pytest.raises(DomainError) as caught:
             submit(session, node, mine, tx_hex=raw)
         assert caught.value.code == "must_spend_reserved_inputs"
         assert mempool(node) == [done.txid]
@@ -224,9 +226,9 @@ class TestClaimRaces:
         expire_claim(session, payout)
         second = claim(session, node, payout, key="signer2")
         assert second.inputs == first.inputs  # same reserved coins: the two PSBTs conflict
-        with pytest.raises(manual.ManualRouteError) as caught:
+        with pytest.raises(DomainError) as caught:
             submit(session, node, payout, key="signer", psbt=old_signed)
-        assert caught.value.status == 409
+        assert caught.value.kind == ErrorKind.CONFLICT
         assert mempool(node) == []
         new_signed, _ = node.wallet_process_psbt(second.psbt)
         done = submit(session, node, payout, key="signer2", psbt=new_signed)
@@ -256,9 +258,9 @@ class TestClaimRaces:
             return result
 
         monkeypatch.setattr(manual, "_accepted_by_node", slow_check)
-        with pytest.raises(manual.ManualRouteError) as caught:
+        with pytest.raises(DomainError) as caught:
             submit(session, node, payout, key="signer", psbt=old_signed)
-        assert caught.value.status == 409
+        assert caught.value.kind == ErrorKind.CONFLICT
         assert mempool(node) == []
         assert session.scalars(select(Transaction)).all() == []
         monkeypatch.setattr(manual, "_accepted_by_node", real)
@@ -283,7 +285,7 @@ class TestClaimRaces:
             return result
 
         monkeypatch.setattr(manual, "_accepted_by_node", slow_check)
-        with pytest.raises(manual.ManualRouteError):
+        with pytest.raises(DomainError):
             submit(session, node, payout, psbt=old_signed)
         assert mempool(node) == []
 
@@ -305,9 +307,9 @@ class TestClaimRaces:
             return result
 
         monkeypatch.setattr(manual, "_accepted_by_node", racing)
-        with pytest.raises(manual.ManualRouteError) as caught:
+        with pytest.raises(DomainError) as caught:
             submit(session, node, payout, psbt=signed)
-        assert caught.value.status == 409
+        assert caught.value.kind == ErrorKind.CONFLICT
         assert mempool(node) == [inner[0].txid]
         assert len(session.scalars(select(Transaction)).all()) == 1
         assert len(ledger(node, payout.destination)) == 1
@@ -318,10 +320,10 @@ class TestClaimRaces:
         payout = manual_payout(session)
         first = claim(session, node, payout)
         old_signed, _ = node.wallet_process_psbt(first.psbt)
-        manual.release(session, payout.id, "signer")
-        with pytest.raises(manual.ManualRouteError) as caught:
+        manual.release(UnitOfWork(session), payout.id, "signer")
+        with pytest.raises(DomainError) as caught:
             submit(session, node, payout, psbt=old_signed)
-        assert caught.value.status == 409
+        assert caught.value.kind == ErrorKind.CONFLICT
         assert mempool(node) == []
         second = claim(session, node, payout, key="signer2")
         assert second.inputs == first.inputs
@@ -342,9 +344,9 @@ class TestClaimRaces:
         signed, _ = node.wallet_process_psbt(held.psbt)
         other = spend(node, held.inputs, {payout.destination: AMOUNT}, change=None)
         first = submit(session, node, payout, psbt=signed)
-        with pytest.raises(manual.ManualRouteError) as caught:
+        with pytest.raises(DomainError) as caught:
             submit(session, node, payout, tx_hex=other)
-        assert caught.value.status == 409
+        assert caught.value.kind == ErrorKind.CONFLICT
         assert mempool(node) == [first.txid]
 
 
@@ -370,7 +372,7 @@ class TestCancelWhilePsbtOut:
         payout = manual_payout(session)
         first = claim(session, node, payout)
         old_signed, _ = node.wallet_process_psbt(first.psbt)
-        manual.release(session, payout.id, "signer")
+        manual.release(UnitOfWork(session), payout.id, "signer")
         try:
             intake.cancel(session, payout.id, "treasury", "wrong amount, will re-issue")
             session.commit()
@@ -403,7 +405,7 @@ class TestCancelWhilePsbtOut:
         payout = manual_payout(session)
         first = claim(session, node, payout)
         old_signed, _ = node.wallet_process_psbt(first.psbt)
-        manual.release(session, payout.id, "signer")
+        manual.release(UnitOfWork(session), payout.id, "signer")
         node.call("devnode_restart")
         other = manual_payout(session, amount=AMOUNT + 3)
         held = claim(session, node, other, key="signer2")
@@ -449,7 +451,7 @@ class TestSighash:
         raw = signed_with(node, held.psbt, sighash)
         try:
             done = submit(session, node, payout, tx_hex=raw)
-        except manual.ManualRouteError as refusal:
+        except DomainError as refusal:
             assert refusal.code == "sighash_not_all", refusal.message
             assert mempool(node) == []
             return  # refused: nothing can be rewritten
@@ -476,7 +478,7 @@ class TestSighash:
         # ALL|ANYONECANPAY lets anyone add inputs: the txid we stored would never confirm.
         payout = manual_payout(session)
         held = claim(session, node, payout)
-        with pytest.raises(manual.ManualRouteError) as caught:
+        with pytest.raises(DomainError) as caught:
             submit(session, node, payout, tx_hex=signed_with(node, held.psbt, sighash))
         assert caught.value.code == "sighash_not_all"
         assert mempool(node) == []

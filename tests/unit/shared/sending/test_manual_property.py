@@ -19,9 +19,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from cli.addresses import external_address
+from shared.core.errors import DomainError, ErrorKind
 from shared.core.models import Payout, PayoutState, Route, Transaction
 from shared.node import NodeClient
-from shared.sending import manual
 from tests.unit.shared.factories import make_payout
 from tests.unit.shared.sending import test_manual as world
 from tests.unit.shared.sending.test_manual import (
@@ -142,9 +142,9 @@ def test_submit_accepts_only_the_payment_plus_change_on_reserved_inputs(
 
     try:
         done = submit(session, node, payout, **body)
-    except manual.ManualRouteError as refusal:
+    except DomainError as refusal:
         assert not shape.acceptable(), (shape, refusal.code, refusal.message)
-        assert refusal.status in (409, 422), refusal.message
+        assert refusal.kind in (ErrorKind.CONFLICT, ErrorKind.INVALID), refusal.message
         session.expire_all()
         assert session.scalar(select(func.count()).select_from(Transaction)) == stored_before
         assert session.get(Payout, payout.id).state in (S.APPROVED, S.CLAIMED)  # type: ignore[union-attr]
