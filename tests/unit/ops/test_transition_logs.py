@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session
@@ -13,17 +11,9 @@ from sqlalchemy.orm import Session
 from shared.core.models import PayoutState
 from shared.core.state_machine import transition
 from shared.infra.log_setup import JsonFormatter
-from tests.unit.shared.factories import make_payout, sqlite_engine
+from tests.unit.shared.factories import make_payout
 
 S = PayoutState
-
-
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    engine = sqlite_engine(str(tmp_path / "logs.db"))
-    with Session(engine, expire_on_commit=False) as session:
-        yield session
-    engine.dispose()
 
 
 def _json_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:

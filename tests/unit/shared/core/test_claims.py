@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -24,18 +22,10 @@ from shared.core.claims import (
 )
 from shared.core.errors import DomainError, ErrorKind
 from shared.core.models import Payout, PayoutState, Route, Transaction, utcnow
-from tests.unit.shared.factories import make_payout, sqlite_engine
+from tests.unit.shared.factories import make_payout
 
 S = PayoutState
 TX = SignedTx(txid="ab" * 32, raw_hex="00", fee_sats=141, inputs=["cd" * 32 + ":0"])
-
-
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    engine = sqlite_engine(str(tmp_path / "claims.db"))
-    with Session(engine, expire_on_commit=False) as session:
-        yield session
-    engine.dispose()
 
 
 def reload(session: Session, payout: Payout) -> Payout:

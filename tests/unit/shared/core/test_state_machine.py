@@ -4,8 +4,6 @@ one changes nothing (docs/architecture.md §4)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +21,7 @@ from shared.core.state_machine import (
     transition,
     transition_tx,
 )
-from tests.unit.shared.factories import REGTEST_P2WPKH, make_payout, sqlite_engine
+from tests.unit.shared.factories import REGTEST_P2WPKH, make_payout
 
 S = PayoutState
 ALLOWED_PAIRS = [(s, t) for s in S for t in sorted(ALLOWED[s])]
@@ -31,14 +29,6 @@ ILLEGAL_PAIRS = [(s, t) for s in S for t in S if t not in ALLOWED[s]]
 T = TxState
 TX_ALLOWED_PAIRS = [(s, t) for s in T for t in sorted(TX_ALLOWED[s])]
 TX_ILLEGAL_PAIRS = [(s, t) for s in T for t in T if t not in TX_ALLOWED[s]]
-
-
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    engine = sqlite_engine(str(tmp_path / "sm.db"))
-    with Session(engine, expire_on_commit=False) as session:
-        yield session
-    engine.dispose()
 
 
 def snapshot(session: Session, payout_id: uuid.UUID) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, select
@@ -14,16 +13,9 @@ from sqlalchemy.orm import Session
 
 from shared.core.models import Payout, PayoutState
 from shared.infra.unit_of_work import UnitOfWork
-from tests.unit.shared.factories import REGTEST_P2WPKH, sqlite_engine
+from tests.unit.shared.factories import REGTEST_P2WPKH
 
 S = PayoutState
-
-
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = sqlite_engine(str(tmp_path / "uow.db"))
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,17 +23,9 @@ from shared.intake.api_keys import (
     revoke_api_key,
     verify_api_key,
 )
-from tests.unit.shared.factories import migrate_app_database, sqlite_engine
+from tests.unit.shared.factories import migrate_app_database
 
 SECRET_RE = re.compile(r"^pp_[0-9a-f]{8}_[A-Za-z0-9_-]{32,}$")
-
-
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    engine = sqlite_engine(str(tmp_path / "keys.db"))
-    with Session(engine, expire_on_commit=False) as session:
-        yield session
-    engine.dispose()
 
 
 @pytest.fixture

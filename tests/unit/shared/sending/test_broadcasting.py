@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session
@@ -15,7 +14,7 @@ from devnode.server import start_devnode
 from shared.core.models import Payout, PayoutState, Route, Transaction, TxState
 from shared.node import NodeClient
 from shared.sending.broadcasting import BroadcastOutcome, broadcast_persisted, prove_dead
-from tests.unit.shared.factories import make_payout, sqlite_engine
+from tests.unit.shared.factories import make_payout
 
 S = PayoutState
 
@@ -26,14 +25,6 @@ def node() -> Iterator[RegtestNode]:
         client = RegtestNode(devnode.wallet_url)
         client.generate_to_address(101, client.get_new_address())
         yield client
-
-
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[Session]:
-    engine = sqlite_engine(str(tmp_path / "b.db"))
-    with Session(engine, expire_on_commit=False) as session:
-        yield session
-    engine.dispose()
 
 
 def signed_payout(session: Session, node: NodeClient, amount: int = 50_000) -> Transaction:
