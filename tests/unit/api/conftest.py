@@ -21,7 +21,7 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.unit.shared.factories import migrate_app_database
+from tests.unit.shared.factories import use_app_database
 
 SETTINGS_ENV = {
     "PAYOUTS_NETWORK": "regtest",
@@ -58,12 +58,7 @@ class RecordingPublisher:
 
 @pytest.fixture
 def app_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    url = f"sqlite:///{tmp_path / 'api.db'}"
-    monkeypatch.setenv("PAYOUTS_DATABASE_URL", url)
-    for name, value in SETTINGS_ENV.items():
-        monkeypatch.setenv(name, value)
-    migrate_app_database()
-    return url
+    return use_app_database(monkeypatch, tmp_path / "api.db", **SETTINGS_ENV)
 
 
 @pytest.fixture

@@ -19,15 +19,14 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from api.app import create_app
-from tests.unit.shared.factories import migrate_app_database
+from tests.unit.shared.factories import use_app_database
 
 
 @pytest.fixture
 def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    monkeypatch.setenv("PAYOUTS_DATABASE_URL", f"sqlite:///{tmp_path / 'ops.db'}")
     # No node here (port 1): the balance is left out, the route still answers.
-    monkeypatch.setenv("PAYOUTS_BITCOIND_URL", "http://u:p@127.0.0.1:1/wallet/hot")
-    migrate_app_database()
+    no_node = "http://u:p@127.0.0.1:1/wallet/hot"
+    use_app_database(monkeypatch, tmp_path / "ops.db", PAYOUTS_BITCOIND_URL=no_node)
     with TestClient(create_app(), raise_server_exceptions=False) as test_client:
         yield test_client
 

@@ -18,6 +18,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
@@ -64,6 +65,17 @@ def migrate_app_database() -> None:
     if url.get_backend_name() != "sqlite" or not url.database:
         raise ValueError(f"unit tests migrate SQLite files only, not {url!r}")
     migrated_sqlite(url.database)
+
+
+def use_app_database(monkeypatch: pytest.MonkeyPatch, path: Path, **env: str) -> str:
+    """Make a new migrated SQLite file at `path` the configured database (PAYOUTS_DATABASE_URL),
+    with the other settings in `env` set first; return its URL."""
+    url = f"sqlite:///{path}"
+    monkeypatch.setenv("PAYOUTS_DATABASE_URL", url)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    migrate_app_database()
+    return url
 
 
 def make_payout(

@@ -23,7 +23,7 @@ from shared.intake.api_keys import (
     revoke_api_key,
     verify_api_key,
 )
-from tests.unit.shared.factories import migrate_app_database
+from tests.unit.shared.factories import use_app_database
 
 SECRET_RE = re.compile(r"^pp_[0-9a-f]{8}_[A-Za-z0-9_-]{32,}$")
 
@@ -31,10 +31,7 @@ SECRET_RE = re.compile(r"^pp_[0-9a-f]{8}_[A-Za-z0-9_-]{32,}$")
 @pytest.fixture
 def app_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """Make a fresh SQLite file the configured database, as the CLI would see it."""
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    monkeypatch.setenv("PAYOUTS_DATABASE_URL", url)
-    migrate_app_database()
-    return url
+    return use_app_database(monkeypatch, tmp_path / "cli.db")
 
 
 class TestCreate:

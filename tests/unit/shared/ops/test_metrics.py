@@ -20,7 +20,7 @@ from shared.infra.db import session_scope
 from shared.node.errors import NodeUnavailable
 from shared.ops import metrics
 from shared.ops.metrics import ClaimConflict, PayoutsCollector
-from tests.unit.shared.factories import make_payout, migrate_app_database
+from tests.unit.shared.factories import make_payout, use_app_database
 
 S = PayoutState
 NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -63,8 +63,7 @@ def counters(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeRedis:
 
 @pytest.fixture
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("PAYOUTS_DATABASE_URL", f"sqlite:///{tmp_path / 'metrics.db'}")
-    migrate_app_database()
+    use_app_database(monkeypatch, tmp_path / "metrics.db")
     yield
 
 

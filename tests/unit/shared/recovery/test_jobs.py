@@ -13,16 +13,14 @@ from shared.core.models import PayoutState, Route, utcnow
 from shared.infra.db import get_engine
 from shared.infra.settings import get_settings
 from shared.recovery.sweep import republish_unclaimed
-from tests.unit.shared.factories import make_payout, migrate_app_database
+from tests.unit.shared.factories import make_payout, use_app_database
 
 S = PayoutState
 
 
 @pytest.fixture
 def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Session:
-    monkeypatch.setenv("PAYOUTS_DATABASE_URL", f"sqlite:///{tmp_path / 'm.db'}")
-    monkeypatch.setenv("PAYOUTS_SWEEP_AFTER_SECONDS", "30")
-    migrate_app_database()
+    use_app_database(monkeypatch, tmp_path / "m.db", PAYOUTS_SWEEP_AFTER_SECONDS="30")
     return Session(get_engine(), expire_on_commit=False)
 
 

@@ -19,7 +19,7 @@ from shared.infra.locks import payout_lock
 from shared.infra.settings import get_settings
 from shared.node import NodeClient
 from shared.sending.automatic import Outcome, process_payout
-from tests.unit.shared.factories import make_payout, migrate_app_database
+from tests.unit.shared.factories import make_payout, use_app_database
 
 S = PayoutState
 
@@ -34,8 +34,7 @@ def node() -> Iterator[RegtestNode]:
 
 @pytest.fixture
 def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Session]:
-    monkeypatch.setenv("PAYOUTS_DATABASE_URL", f"sqlite:///{tmp_path / 'p.db'}")
-    migrate_app_database()
+    use_app_database(monkeypatch, tmp_path / "p.db")
     with Session(get_engine(), expire_on_commit=False) as session:
         yield session
 

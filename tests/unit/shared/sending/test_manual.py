@@ -27,7 +27,7 @@ from shared.infra.unit_of_work import UnitOfWork
 from shared.node import NodeClient
 from shared.node.amounts import btc_to_sats
 from shared.sending import manual
-from tests.unit.shared.factories import make_payout, migrate_app_database
+from tests.unit.shared.factories import make_payout, use_app_database
 
 S = PayoutState
 AMOUNT = 2_000_000
@@ -49,9 +49,7 @@ def node(devnode: RunningDevnode) -> RegtestNode:
 
 @pytest.fixture
 def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Session]:
-    monkeypatch.setenv("PAYOUTS_DATABASE_URL", f"sqlite:///{tmp_path / 'p.db'}")
-    monkeypatch.setenv("PAYOUTS_MAX_FEE_RATE_SAT_VB", "50")
-    migrate_app_database()
+    use_app_database(monkeypatch, tmp_path / "p.db", PAYOUTS_MAX_FEE_RATE_SAT_VB="50")
     with Session(get_engine(), expire_on_commit=False) as session:
         yield session
 
