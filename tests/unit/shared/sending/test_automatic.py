@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from cli.addresses import external_address
 from cli.regtest_node import RegtestNode
-from devnode.server import start_devnode
+from devnode.server import RunningDevnode
 from shared.core.models import Payout, PayoutState, Route
 from shared.infra.db import get_engine
 from shared.infra.locks import payout_lock
@@ -25,11 +25,10 @@ S = PayoutState
 
 
 @pytest.fixture
-def node() -> Iterator[RegtestNode]:
-    with start_devnode(host="127.0.0.1", port=0) as devnode:
-        client = RegtestNode(devnode.wallet_url, timeout=2)
-        client.generate_to_address(101, client.get_new_address())
-        yield client
+def node(devnode: RunningDevnode) -> RegtestNode:
+    client = RegtestNode(devnode.wallet_url, timeout=2)
+    client.generate_to_address(101, client.get_new_address())
+    return client
 
 
 @pytest.fixture

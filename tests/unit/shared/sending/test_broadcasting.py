@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
-import pytest
 from sqlalchemy.orm import Session
 
 from cli.addresses import external_address
-from cli.regtest_node import RegtestNode
-from devnode.server import start_devnode
 from shared.core.models import Payout, PayoutState, Route, Transaction, TxState
 from shared.node import NodeClient
 from shared.sending.broadcasting import BroadcastOutcome, broadcast_persisted, prove_dead
 from tests.unit.shared.factories import make_payout
 
 S = PayoutState
-
-
-@pytest.fixture
-def node() -> Iterator[RegtestNode]:
-    with start_devnode(host="127.0.0.1", port=0) as devnode:
-        client = RegtestNode(devnode.wallet_url)
-        client.generate_to_address(101, client.get_new_address())
-        yield client
 
 
 def signed_payout(session: Session, node: NodeClient, amount: int = 50_000) -> Transaction:

@@ -7,23 +7,9 @@ the parent is not confirmed yet (or was dropped from the mempool and will be res
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from cli.addresses import external_address
-from cli.regtest_node import RegtestNode
-from devnode.server import start_devnode
 from shared.node import NodeClient
 from shared.sending.broadcasting import prove_dead
-
-
-@pytest.fixture
-def node() -> Iterator[RegtestNode]:
-    with start_devnode(host="127.0.0.1", port=0) as devnode:
-        client = RegtestNode(devnode.wallet_url)
-        client.generate_to_address(101, client.get_new_address())  # one spendable coin
-        yield client
 
 
 def _send(node: NodeClient, amount_sats: int) -> tuple[str, str, list[str]]:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from cli.addresses import external_address
 from cli.regtest_node import RegtestNode
-from devnode.server import RunningDevnode, start_devnode
+from devnode.server import RunningDevnode
 from shared.core.errors import DomainError, ErrorKind
 from shared.core.models import Payout, PayoutState, Route, Transaction
 from shared.infra.db import get_engine
@@ -32,12 +32,6 @@ from tests.unit.shared.factories import make_payout, use_app_database
 S = PayoutState
 AMOUNT = 2_000_000
 FEE = 3_000  # ~10-20 sat/vB for these one- and two-input transactions
-
-
-@pytest.fixture
-def devnode() -> Iterator[RunningDevnode]:
-    with start_devnode(host="127.0.0.1", port=0) as running:
-        yield running
 
 
 @pytest.fixture

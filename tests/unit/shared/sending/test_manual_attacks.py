@@ -32,7 +32,6 @@ from tests.unit.shared.sending.test_manual import (
     FEE,
     S,
     claim,
-    devnode,
     manual_payout,
     node,
     other_coin,
@@ -43,7 +42,7 @@ from tests.unit.shared.sending.test_manual import (
     value_of,
 )
 
-__all__ = ["devnode", "node", "session"]  # fixtures re-exported for pytest
+__all__ = ["node", "session"]  # fixtures re-exported for pytest
 
 
 def ledger(node: NodeClient, address: str) -> list[dict[str, Any]]:

@@ -33,8 +33,9 @@ from tests.unit.shared.sending.test_manual import (
     value_of,
 )
 
-# The same simulated node (ten mature coins) and SQLite database as the example-based tests.
-devnode, node, session = world.devnode, world.node, world.session
+# The same simulated node (ten mature coins) and SQLite database as the example-based tests
+# (the devnode itself comes from this folder's conftest).
+node, session = world.node, world.session
 
 S = PayoutState
 
