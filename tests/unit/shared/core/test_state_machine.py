@@ -164,35 +164,27 @@ class TestClaimTokenFence:
 
         assert moved is True
 
-    def test_wrong_claim_token_changes_nothing(self, session: Session) -> None:
-        payout = make_payout(session, state=S.CLAIMED, claim_token="current-holder")
+    @pytest.mark.parametrize(
+        ("columns", "cas"),
+        [
+            (
+                {"state": S.CLAIMED, "claim_token": "current-holder"},
+                {"expected": S.CLAIMED, "target": S.SIGNED, "claim_token": "expired-holder"},
+            ),
+            (
+                {"state": S.APPROVED, "attempts": 5},
+                {"expected": S.APPROVED, "target": S.CLAIMED, "guards": [Payout.attempts < 5]},
+            ),
+        ],
+        ids=["wrong_claim_token", "false_guard"],
+    )
+    def test_a_failed_condition_changes_nothing(
+        self, session: Session, columns: dict[str, Any], cas: dict[str, Any]
+    ) -> None:
+        payout = make_payout(session, **columns)
         before = snapshot(session, payout.id)
 
-        moved = transition(
-            session,
-            payout.id,
-            expected=S.CLAIMED,
-            target=S.SIGNED,
-            actor="stale-worker",
-            claim_token="expired-holder",
-        )
-        session.commit()
-
-        assert moved is False
-        assert snapshot(session, payout.id) == before
-
-    def test_false_guard_changes_nothing(self, session: Session) -> None:
-        payout = make_payout(session, state=S.APPROVED, attempts=5)
-        before = snapshot(session, payout.id)
-
-        moved = transition(
-            session,
-            payout.id,
-            expected=S.APPROVED,
-            target=S.CLAIMED,
-            actor="w",
-            guards=[Payout.attempts < 5],
-        )
+        moved = transition(session, payout.id, actor="stale-worker", **cas)
         session.commit()
 
         assert moved is False
@@ -213,18 +205,23 @@ class TestIllegalTransitions:
 
         assert snapshot(session, payout.id) == before
 
-    def test_one_illegal_source_among_several_raises(self, session: Session) -> None:
+    @pytest.mark.parametrize(
+        "cas",
+        [
+            {"expected": [S.AWAITING_APPROVAL, S.SIGNED], "target": S.CANCELLED},
+            {"expected": S.AWAITING_APPROVAL, "target": S.APPROVED,
+             "values": {"state": S.CONFIRMED}},
+        ],
+        ids=["one_illegal_source_among_several", "state_smuggled_in_values"],
+    )  # fmt: skip
+    def test_an_illegal_call_raises_and_changes_nothing(
+        self, session: Session, cas: dict[str, Any]
+    ) -> None:
         payout = make_payout(session, state=S.AWAITING_APPROVAL)
         before = snapshot(session, payout.id)
 
         with pytest.raises(IllegalTransition):
-            transition(
-                session,
-                payout.id,
-                expected=[S.AWAITING_APPROVAL, S.SIGNED],
-                target=S.CANCELLED,
-                actor="x",
-            )
+            transition(session, payout.id, actor="x", **cas)
         session.commit()
 
         assert snapshot(session, payout.id) == before
@@ -234,23 +231,6 @@ class TestIllegalTransitions:
 
         with pytest.raises(IllegalTransition):
             transition(session, payout.id, expected=[], target=S.APPROVED, actor="x")
-
-    def test_state_smuggled_in_values_raises_and_changes_nothing(self, session: Session) -> None:
-        payout = make_payout(session, state=S.AWAITING_APPROVAL)
-        before = snapshot(session, payout.id)
-
-        with pytest.raises(IllegalTransition):
-            transition(
-                session,
-                payout.id,
-                expected=S.AWAITING_APPROVAL,
-                target=S.APPROVED,
-                actor="x",
-                values={"state": S.CONFIRMED},
-            )
-        session.commit()
-
-        assert snapshot(session, payout.id) == before
 
 
 def make_tx(session: Session, state: TxState) -> Transaction:
