@@ -60,6 +60,12 @@ def claim(session: Session, node: NodeClient, payout: Payout, key: str = "signer
     return manual.claim(UnitOfWork(session), node, get_settings(), payout.id, key)
 
 
+def claimed(session: Session, node: NodeClient) -> tuple[Payout, manual.ManualClaim]:
+    """A new manual payout of AMOUNT, claimed by "signer": where most tests start."""
+    payout = manual_payout(session)
+    return payout, claim(session, node, payout)
+
+
 def submit(session: Session, node: NodeClient, payout: Payout, key: str = "signer",
            **body: str) -> manual.Submitted:  # fmt: skip
     return manual.submit(UnitOfWork(session), node, get_settings(), payout.id, key, **body)
@@ -109,8 +115,7 @@ class TestExtraOutputs:
     ) -> None:
         other = make_payout(session, state=S.BROADCAST, route=Route.AUTOMATIC,
                             destination=external_address(), amount_sats=500_000)  # fmt: skip
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         raw = spend(node, held.inputs, {payout.destination: AMOUNT, other.destination: 500_000})
         message = refused(session, node, payout, "unexpected_outputs", tx_hex=raw)
         assert other.destination in message and "another payout" in message
@@ -119,8 +124,7 @@ class TestExtraOutputs:
     def test_an_output_to_an_address_no_payout_names_is_refused(
         self, session: Session, node: NodeClient, stranger_sats: int
     ) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         stranger = external_address()
         raw = spend(node, held.inputs, {payout.destination: AMOUNT, stranger: stranger_sats})
         message = refused(session, node, payout, "unexpected_outputs", tx_hex=raw)
@@ -129,8 +133,7 @@ class TestExtraOutputs:
     def test_the_same_rule_holds_for_a_signed_psbt(
         self, session: Session, node: NodeClient
     ) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         funded = node.wallet_create_funded_psbt(
             {payout.destination: AMOUNT, external_address(): 1_000_000},
             fee_rate_sat_vb=2, inputs=held.inputs, add_inputs=False, lock_unspents=False,
@@ -140,15 +143,13 @@ class TestExtraOutputs:
         refused(session, node, payout, "unexpected_outputs", psbt=signed)
 
     def test_two_change_outputs_are_refused(self, session: Session, node: NodeClient) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         raw = spend(node, held.inputs, {payout.destination: AMOUNT, node.get_new_address(): 1000})
         message = refused(session, node, payout, "unexpected_outputs", tx_hex=raw)
         assert "at most 1" in message
 
     def test_a_split_payment_is_refused(self, session: Session, node: NodeClient) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         # Two outputs to the destination adding up to the amount. createrawtransaction refuses
         # a duplicated address, so build it with a stand-in and swap the script in the bytes.
         stand_in = external_address()
@@ -171,8 +172,7 @@ class TestReservedInputs:
     def test_a_transaction_on_other_wallet_coins_is_refused(
         self, session: Session, node: NodeClient
     ) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         raw = spend(node, [other_coin(node, held.inputs)], {payout.destination: AMOUNT})
         message = refused(session, node, payout, "must_spend_reserved_inputs", tx_hex=raw)
         assert held.inputs[0] in message
@@ -180,8 +180,7 @@ class TestReservedInputs:
     def test_a_transaction_adding_an_unreserved_input_is_refused(
         self, session: Session, node: NodeClient
     ) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         extra = other_coin(node, held.inputs)
         raw = spend(node, [*held.inputs, extra], {payout.destination: AMOUNT})
         message = refused(session, node, payout, "unreserved_inputs", tx_hex=raw)
@@ -191,8 +190,7 @@ class TestReservedInputs:
         self, session: Session, node: NodeClient
     ) -> None:
         # Only a row written before claims and reservations committed together can look so.
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         session.execute(update(Payout).where(Payout.id == payout.id).values(reserved_inputs=None))
         session.commit()
         raw = spend(node, [other_coin(node, held.inputs)], {payout.destination: AMOUNT})
@@ -201,8 +199,7 @@ class TestReservedInputs:
     def test_a_takeover_whose_reserved_inputs_are_spent_is_refused(
         self, session: Session, node: NodeClient
     ) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         manual.release(UnitOfWork(session), payout.id, "signer")
         # The released PSBT's coin gets spent elsewhere (say the signer broadcast a copy).
         node.unlock_unspent(held.inputs)
@@ -217,8 +214,7 @@ class TestReservedInputs:
 
 class TestSignerMistakes:
     def test_an_unsigned_psbt_is_incomplete(self, session: Session, node: NodeClient) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         refused(session, node, payout, "psbt_incomplete", psbt=held.psbt)
 
     @pytest.mark.parametrize("garbage", ["not a psbt", "cHNidP8BAAoCAAAAAAAAAAAAAA=="])
@@ -231,8 +227,7 @@ class TestSignerMistakes:
         assert message.startswith("not a valid PSBT: TX decode failed")
 
     def test_an_unsigned_transaction_is_refused(self, session: Session, node: NodeClient) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         total = sum(value_of(node, i) for i in held.inputs)
         unsigned = node.create_raw_transaction(
             {payout.destination: AMOUNT, node.get_new_address(): total - AMOUNT - FEE},
@@ -243,8 +238,7 @@ class TestSignerMistakes:
     def test_a_transaction_whose_signature_does_not_verify_is_rejected_by_the_node(
         self, session: Session, node: NodeClient
     ) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         signed = EmbitTx.from_string(spend(node, held.inputs, {payout.destination: AMOUNT}))
         change = next(o for o in signed.vout if o.value != AMOUNT)
         change.value -= 1  # after signing: the SIGHASH_ALL signature no longer matches
@@ -252,8 +246,7 @@ class TestSignerMistakes:
         assert "would not accept" in message
 
     def test_a_fee_over_the_cap_is_refused(self, session: Session, node: NodeClient) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         total = sum(value_of(node, i) for i in held.inputs)
         fee = 30_000  # ~200 sat/vB: over PAYOUTS_MAX_FEE_RATE_SAT_VB=50, under the node's cap
         raw = spend(node, held.inputs, {payout.destination: AMOUNT},
@@ -267,8 +260,7 @@ class TestAccepted:
     def test_the_payment_plus_change_is_stored_then_broadcast(
         self, session: Session, node: NodeClient, form: str
     ) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         signed, complete = node.wallet_process_psbt(held.psbt)
         assert complete
         body = {"psbt": signed} if form == "psbt" else {"tx_hex": node.finalize_psbt(signed)[0]}
@@ -279,8 +271,7 @@ class TestAccepted:
     def test_a_transaction_without_change_is_accepted(
         self, session: Session, node: NodeClient
     ) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         total = sum(value_of(node, i) for i in held.inputs)
         # The payout takes what the inputs hold minus the fee: no change output at all.
         payout.amount_sats = total - FEE
@@ -298,8 +289,7 @@ class TestNodeOutages:
     def test_an_outage_at_any_step_of_submit_is_node_unavailable(
         self, session: Session, node: NodeClient, method: str
     ) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         signed, _ = node.wallet_process_psbt(held.psbt)
         node.call("devnode_drop_reply", method, 5)
         message = refused(session, node, payout, "node_unavailable", psbt=signed)
@@ -310,8 +300,7 @@ class TestNodeOutages:
     def test_a_node_down_during_broadcast_leaves_the_bytes_stored_for_resending(
         self, session: Session, node: NodeClient
     ) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         signed, _ = node.wallet_process_psbt(held.psbt)
         node.call("devnode_drop_reply", "sendrawtransaction", 1)
         done = submit(session, node, payout, psbt=signed)
@@ -335,8 +324,7 @@ class TestClaimAtomicity:
     def test_the_claim_commits_together_with_its_reserved_inputs(
         self, session: Session, node: NodeClient
     ) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         with Session(get_engine()) as other:  # what a concurrent submit would read
             row = other.get(Payout, payout.id)
             assert row is not None
@@ -358,8 +346,7 @@ class TestClaimAtomicity:
 
 
 def test_only_the_claim_holder_may_submit(session: Session, node: NodeClient) -> None:
-    payout = manual_payout(session)
-    held = claim(session, node, payout)
+    payout, held = claimed(session, node)
     signed, _ = node.wallet_process_psbt(held.psbt)
     with pytest.raises(DomainError) as caught:
         submit(session, node, payout, key="signer2", psbt=signed)

@@ -32,6 +32,7 @@ from tests.unit.shared.sending.test_manual import (
     FEE,
     S,
     claim,
+    claimed,
     manual_payout,
     node,
     other_coin,
@@ -77,6 +78,21 @@ def with_output_script(node: NodeClient, unsigned_hex: str, n: int, script: byte
     return node.sign_raw_transaction_with_wallet(tx.serialize().hex())
 
 
+def broadcast_copy_then_mine(node: NodeClient, signed_psbt: str) -> bool:
+    """Broadcast a kept copy of a signed PSBT (as its holder, or anyone, could), then mine a
+    block; whether the node accepted the copy."""
+    raw = node.finalize_psbt(signed_psbt)[0]
+    assert raw is not None
+    try:
+        node.send_raw_transaction(raw)
+    except NodeError:
+        accepted = False
+    else:
+        accepted = True
+    node.generate_to_address(1, node.get_new_address())
+    return accepted
+
+
 # ---------------------------------------------------------------- crafted outputs
 
 
@@ -84,8 +100,7 @@ class TestCraftedOutputs:
     def test_two_outputs_each_paying_the_full_amount_are_refused(
         self, session: Session, node: NodeClient
     ) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         stand_in = external_address()
         total = sum(value_of(node, i) for i in held.inputs)
         unsigned = node.create_raw_transaction(
@@ -114,8 +129,7 @@ class TestCraftedOutputs:
     def test_an_exotic_second_output_is_refused_not_a_crash(
         self, session: Session, node: NodeClient, script_hex: str
     ) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         total = sum(value_of(node, i) for i in held.inputs)
         value = 0 if script_hex.startswith("6a") else 10_000
         unsigned = node.create_raw_transaction(
@@ -136,8 +150,7 @@ class TestCraftedOutputs:
     ) -> None:
         # An address the node can describe (valid, solvable shape) but whose key the hot
         # wallet does not hold: a P2WPKH of a random key.
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         total = sum(value_of(node, i) for i in held.inputs)
         unsigned = node.create_raw_transaction(
             {payout.destination: AMOUNT, external_address(): total - AMOUNT - FEE}, held.inputs
@@ -233,11 +246,7 @@ class TestClaimRaces:
         done = submit(session, node, payout, key="signer2", psbt=new_signed)
         assert done.state == "broadcast"
         # The old holder broadcasts his copy himself: the node refuses the conflict.
-        old_hex = node.finalize_psbt(old_signed)[0]
-        assert old_hex is not None
-        with pytest.raises(NodeError):
-            node.send_raw_transaction(old_hex)
-        node.generate_to_address(1, node.get_new_address())
+        assert not broadcast_copy_then_mine(node, old_signed)
         assert len(ledger(node, payout.destination)) == 1
 
     def test_a_submit_racing_a_takeover_is_fenced_by_the_claim_token(
@@ -291,8 +300,7 @@ class TestClaimRaces:
     def test_two_different_transactions_submitted_at_once_for_one_claim_pay_once(
         self, session: Session, node: NodeClient, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         signed, _ = node.wallet_process_psbt(held.psbt)
         other = spend(node, held.inputs, {payout.destination: AMOUNT})  # other change address
         real = manual._accepted_by_node
@@ -328,18 +336,13 @@ class TestClaimRaces:
         assert second.inputs == first.inputs
         new_signed, _ = node.wallet_process_psbt(second.psbt)
         assert submit(session, node, payout, key="signer2", psbt=new_signed).state == "broadcast"
-        old_hex = node.finalize_psbt(old_signed)[0]
-        assert old_hex is not None
-        with pytest.raises(NodeError):
-            node.send_raw_transaction(old_hex)
-        node.generate_to_address(1, node.get_new_address())
+        assert not broadcast_copy_then_mine(node, old_signed)
         assert len(ledger(node, payout.destination)) == 1
 
     def test_a_second_submit_after_success_is_refused(
         self, session: Session, node: NodeClient
     ) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         signed, _ = node.wallet_process_psbt(held.psbt)
         other = spend(node, held.inputs, {payout.destination: AMOUNT}, change=None)
         first = submit(session, node, payout, psbt=signed)
@@ -387,11 +390,7 @@ class TestCancelWhilePsbtOut:
         assert not set(held.inputs) & set(first.inputs)  # nothing ties the two together
         signed, _ = node.wallet_process_psbt(held.psbt)
         submit(session, node, again, key="signer2", psbt=signed)
-        old_hex = node.finalize_psbt(old_signed)[0]
-        assert old_hex is not None
-        with contextlib.suppress(NodeError):
-            node.send_raw_transaction(old_hex)  # the released copy, broadcast by anyone
-        node.generate_to_address(1, node.get_new_address())
+        broadcast_copy_then_mine(node, old_signed)  # the released copy, by anyone
         paid = ledger(node, payout.destination)
         assert len(paid) == 1, f"destination paid {len(paid)} times: {paid}"
 
@@ -410,11 +409,7 @@ class TestCancelWhilePsbtOut:
         held = claim(session, node, other, key="signer2")
         signed, _ = node.wallet_process_psbt(held.psbt)
         submit(session, node, other, key="signer2", psbt=signed)
-        old_hex = node.finalize_psbt(old_signed)[0]
-        assert old_hex is not None
-        with contextlib.suppress(NodeError):
-            node.send_raw_transaction(old_hex)
-        node.generate_to_address(1, node.get_new_address())
+        broadcast_copy_then_mine(node, old_signed)
         assert len(ledger(node, payout.destination)) <= 1
         assert len(ledger(node, other.destination)) <= 1
 
@@ -422,8 +417,7 @@ class TestCancelWhilePsbtOut:
 def test_an_unreserved_coin_alone_is_refused_even_paying_exactly(
     session: Session, node: NodeClient
 ) -> None:
-    payout = manual_payout(session)
-    held = claim(session, node, payout)
+    payout, held = claimed(session, node)
     raw = spend(node, [other_coin(node, held.inputs)], {payout.destination: AMOUNT}, change=None)
     refused(session, node, payout, "must_spend_reserved_inputs", tx_hex=raw)
 
@@ -445,8 +439,7 @@ class TestSighash:
     def test_a_signature_not_committing_to_all_outputs_cannot_be_stolen_from(
         self, session: Session, node: NodeClient, sighash: str
     ) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         raw = signed_with(node, held.psbt, sighash)
         try:
             done = submit(session, node, payout, tx_hex=raw)
@@ -475,15 +468,13 @@ class TestSighash:
     def test_anyonecanpay_is_refused(self, session: Session, node: NodeClient, sighash: str
                                      ) -> None:  # fmt: skip
         # ALL|ANYONECANPAY lets anyone add inputs: the txid we stored would never confirm.
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         with pytest.raises(DomainError) as caught:
             submit(session, node, payout, tx_hex=signed_with(node, held.psbt, sighash))
         assert caught.value.code == "sighash_not_all"
         assert mempool(node) == []
 
     def test_sighash_all_in_a_psbt_is_accepted(self, session: Session, node: NodeClient) -> None:
-        payout = manual_payout(session)
-        held = claim(session, node, payout)
+        payout, held = claimed(session, node)
         signed = node.call("walletprocesspsbt", held.psbt, True, "ALL")["psbt"]
         assert submit(session, node, payout, psbt=signed).state == "broadcast"
