@@ -7,11 +7,10 @@ import io
 import json
 import logging
 import sys
-from collections.abc import Iterator
 
 import pytest
 
-from shared.infra.log_setup import ContextFilter, JsonFormatter, configure_logging, log_context
+from shared.infra.log_setup import JsonFormatter, configure_logging, log_context
 
 
 def _record(**extra: object) -> logging.LogRecord:
@@ -20,22 +19,6 @@ def _record(**extra: object) -> logging.LogRecord:
     for name, value in extra.items():
         setattr(record, name, value)
     return record
-
-
-@pytest.fixture
-def lines() -> Iterator[io.StringIO]:
-    """A root handler as configure_logging builds it, writing into a buffer."""
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(ContextFilter())
-    root = logging.getLogger()
-    saved_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield buffer
-    root.removeHandler(handler)
-    root.setLevel(saved_level)
 
 
 def _parsed(buffer: io.StringIO) -> list[dict[str, object]]:
@@ -52,10 +35,10 @@ def test_an_arbitrary_extra_field_survives() -> None:
     assert "detail" not in line  # None means "not applicable", as before
 
 
-def test_extra_passed_through_the_logging_api_survives(lines: io.StringIO) -> None:
+def test_extra_passed_through_the_logging_api_survives(log_lines: io.StringIO) -> None:
     logging.getLogger("tests.anything").info("moved", extra={"actor": "ops", "reason": "r"})
 
-    [line] = _parsed(lines)
+    [line] = _parsed(log_lines)
     assert (line["actor"], line["reason"]) == ("ops", "r")
 
 
@@ -78,26 +61,26 @@ def test_standard_record_attributes_are_not_repeated_as_fields() -> None:
     assert set(line) == {"ts", "level", "logger", "msg"}
 
 
-def test_a_line_inside_a_context_carries_its_fields_from_any_logger(lines: io.StringIO) -> None:
+def test_a_line_inside_a_context_carries_its_fields_from_any_logger(log_lines: io.StringIO) -> None:
     with log_context(payout_id="p-1", task_id="t-1", worker="w1@host/7"):
         logging.getLogger("shared.node.client").debug("node getbalance took 1.0 ms")
         with log_context(txid="ab"):
             logging.getLogger("shared.sending.broadcasting").info("sent")
     logging.getLogger("shared.node.client").debug("outside")
 
-    inner, nested, outside = _parsed(lines)
+    inner, nested, outside = _parsed(log_lines)
     assert (inner["payout_id"], inner["task_id"], inner["worker"]) == ("p-1", "t-1", "w1@host/7")
     assert (nested["payout_id"], nested["txid"]) == ("p-1", "ab")
     assert not {"payout_id", "task_id", "worker", "txid"} & set(outside)
 
 
-def test_a_field_passed_in_extra_wins_over_the_context(lines: io.StringIO) -> None:
+def test_a_field_passed_in_extra_wins_over_the_context(log_lines: io.StringIO) -> None:
     with log_context(worker="w1@host/7", payout_id="p-1"):
         logging.getLogger("shared.core.state_machine").info(
             "moved", extra={"worker": "worker:w1@host/7"}
         )
 
-    [line] = _parsed(lines)
+    [line] = _parsed(log_lines)
     assert (line["worker"], line["payout_id"]) == ("worker:w1@host/7", "p-1")
 
 

@@ -24,7 +24,6 @@ from shared.core.models import PayoutState, Route
 from shared.infra import task_names
 from shared.infra.celery_config import celery_settings
 from shared.infra.db import get_engine
-from shared.infra.log_setup import ContextFilter, JsonFormatter
 from shared.infra.settings import get_settings
 from shared.infra.task_names import TaskName
 from shared.node import NodeClient
@@ -49,21 +48,6 @@ def shared_redis(monkeypatch: pytest.MonkeyPatch) -> fakeredis.FakeRedis:
     monkeypatch.setattr(metrics, "counter_redis", lambda: client)
     monkeypatch.setattr(instrumented, "task_redis", lambda: client)
     return client
-
-
-@pytest.fixture
-def log_lines() -> Iterator[io.StringIO]:
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    handler.setFormatter(JsonFormatter())
-    handler.addFilter(ContextFilter())
-    root = logging.getLogger()
-    saved_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    yield buffer
-    root.removeHandler(handler)
-    root.setLevel(saved_level)
 
 
 def parsed(buffer: io.StringIO) -> list[dict[str, Any]]:
