@@ -13,8 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from shared.node.amounts import sats_to_btc
-from shared.node.client import NodeClient, outpoint_objects
-from shared.node.errors import WalletError
+from shared.node.client import NodeClient
 
 
 class RegtestNode(NodeClient):
@@ -33,12 +32,6 @@ class RegtestNode(NodeClient):
 
     def list_unspent(self, min_conf: int = 0) -> list[dict[str, Any]]:
         return list(self.call("listunspent", min_conf))
-
-    def lock_unspent(self, outpoints: list[str]) -> None:
-        if not outpoints:
-            return
-        if self.call("lockunspent", False, outpoint_objects(outpoints)) is not True:
-            raise WalletError("lockunspent returned false")
 
     def wallet_process_psbt(self, psbt: str, sign: bool = True) -> tuple[str, bool]:
         """Sign a PSBT with the wallet's keys: what the external signer of the manual route

@@ -347,6 +347,12 @@ class NodeClient:
             except InvalidParameter as exc:
                 log.debug("unlock %s: %s", outpoint, exc.message)
 
+    def lock_unspent(self, outpoints: list[str]) -> None:
+        if not outpoints:
+            return
+        if self.call("lockunspent", False, outpoint_objects(outpoints)) is not True:
+            raise WalletError("lockunspent returned false")
+
     def list_lock_unspent(self) -> list[str]:
         return [f"{o['txid']}:{o['vout']}" for o in self.call("listlockunspent")]
 

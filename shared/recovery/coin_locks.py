@@ -1,4 +1,5 @@
-"""Release wallet coin locks that no stored transaction or reserved manual PSBT explains."""
+"""Coin locks: release the ones no stored transaction or reserved manual PSBT explains, and
+lock again the reserved ones a node restart forgot."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def release_orphaned_locks(node: NodeClient, settings: Settings, redis_client: r
     """
     now = utcnow().timestamp()
     locked = set(node.list_lock_unspent())
+    locked |= relock_reserved_inputs(node, locked)
     seen = redis_client.hgetall(LOCK_FIRST_SEEN_KEY)
     first_seen = {as_text(k): float(v) for k, v in seen.items()}
     gone = [outpoint for outpoint in first_seen if outpoint not in locked]
@@ -53,6 +55,31 @@ def release_orphaned_locks(node: NodeClient, settings: Settings, redis_client: r
         redis_client.hdel(LOCK_FIRST_SEEN_KEY, *orphans)
         log.warning("released %d orphaned coin locks: %s", len(orphans), ", ".join(orphans))
     return len(orphans)
+
+
+def relock_reserved_inputs(node: NodeClient, locked: set[str]) -> set[str]:
+    """Lock again the unspent coins reserved for a handed-out manual PSBT that the node no
+    longer has locked (bitcoind keeps `lockUnspents` locks in memory: a restart drops them).
+
+    Unlocked, a worker could fund with them: still safe (its transaction and the PSBT conflict,
+    at most one confirms), but the payout would then be stuck on reserved inputs that are gone.
+    Returns the outpoints it locked.
+    """
+    with session_scope() as session:
+        reserved = session.execute(
+            select(Payout.reserved_inputs).where(
+                Payout.reserved_inputs.is_not(None),
+                Payout.state.in_([S.APPROVED, S.CLAIMED]),
+            )
+        ).scalars()
+        wanted = {o for group in reserved for o in (group or [])} - locked
+    # Only coins still unspent (in a block and in the mempool): bitcoind refuses to lock others.
+    relock = sorted(o for o in wanted if node.get_tx_out(o) is not None)
+    if relock:
+        node.lock_unspent(relock)
+        log.warning("locked %d reserved coins again (node restart?): %s", len(relock),
+                    ", ".join(relock))  # fmt: skip
+    return set(relock)
 
 
 def _protected_outpoints() -> set[str]:

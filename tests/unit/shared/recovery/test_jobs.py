@@ -83,3 +83,28 @@ def test_orphaned_coin_locks_are_released_but_protected_ones_stay(session: Sessi
 
         assert release_orphaned_locks(node, get_settings(), redis_client) == 1
         assert sorted(node.list_lock_unspent()) == sorted([in_stored_tx, reserved])
+
+
+def test_reserved_coins_a_node_restart_unlocked_are_locked_again(session: Session) -> None:
+    from cli.regtest_node import RegtestNode
+    from devnode.server import start_devnode
+    from shared.recovery.coin_locks import release_orphaned_locks
+
+    with start_devnode(host="127.0.0.1", port=0) as devnode:
+        node = RegtestNode(devnode.wallet_url)
+        node.generate_to_address(101, node.get_new_address())
+        node.send_many({node.get_new_address(): 100_000_000 for _ in range(3)})
+        node.generate_to_address(1, node.get_new_address())
+        in_play, spent, done = [f"{u['txid']}:{u['vout']}" for u in node.list_unspent(1)][:3]
+        make_payout(session, state=S.APPROVED, route=Route.MANUAL, reserved_inputs=[in_play])
+        make_payout(session, state=S.CLAIMED, route=Route.MANUAL, reserved_inputs=[spent])
+        make_payout(session, state=S.CONFIRMED, route=Route.MANUAL, reserved_inputs=[done])
+        # The reserved coin of the claimed payout was spent meanwhile (say, its PSBT was
+        # broadcast elsewhere): bitcoind would refuse to lock it, so it must be left alone.
+        raw = node.create_raw_transaction({node.get_new_address(): 99_990_000}, [spent])
+        node.send_raw_transaction(node.sign_raw_transaction_with_wallet(raw))
+        assert node.list_lock_unspent() == []  # as after a node restart
+
+        release_orphaned_locks(node, get_settings(), fakeredis.FakeRedis())
+
+        assert node.list_lock_unspent() == [in_play]
