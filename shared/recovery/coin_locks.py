@@ -13,6 +13,7 @@ from shared.core.models import Payout, PayoutState, Transaction, TxState, utcnow
 from shared.infra.db import session_scope
 from shared.infra.settings import Settings
 from shared.node import NodeClient
+from shared.node.errors import InvalidParameter
 from shared.recovery.common import as_text
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,32 @@ def relock_reserved_inputs(node: NodeClient, locked: set[str]) -> set[str]:
         ).scalars()
         wanted = {o for group in reserved for o in (group or [])} - locked
     # Only coins still unspent (in a block and in the mempool): bitcoind refuses to lock others.
-    relock = sorted(o for o in wanted if node.get_tx_out(o) is not None)
-    if relock:
-        node.lock_unspent(relock)
-        log.warning("locked %d reserved coins again (node restart?): %s", len(relock),
-                    ", ".join(relock))  # fmt: skip
-    return set(relock)
+    candidates = sorted(o for o in wanted if node.get_tx_out(o) is not None)
+    relocked = _lock_each_that_can_be(node, candidates)
+    if relocked:
+        log.warning("locked %d reserved coins again (node restart?): %s", len(relocked),
+                    ", ".join(sorted(relocked)))  # fmt: skip
+    return relocked
+
+
+def _lock_each_that_can_be(node: NodeClient, outpoints: list[str]) -> set[str]:
+    """Lock `outpoints`; one spent since we looked (bitcoind: -8 "expected unspent output")
+    is skipped instead of failing the whole job, whose other half frees orphaned locks."""
+    if not outpoints:
+        return set()
+    try:
+        node.lock_unspent(outpoints)
+        return set(outpoints)
+    except InvalidParameter:
+        pass  # bitcoind locks none of them if one is refused: go one by one
+    locked = set()
+    for outpoint in outpoints:
+        try:
+            node.lock_unspent([outpoint])
+            locked.add(outpoint)
+        except InvalidParameter as exc:
+            log.info("reserved coin %s not locked again: %s", outpoint, exc.message)
+    return locked
 
 
 def _protected_outpoints() -> set[str]:

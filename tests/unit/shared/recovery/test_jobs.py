@@ -108,3 +108,22 @@ def test_reserved_coins_a_node_restart_unlocked_are_locked_again(
     release_orphaned_locks(node, get_settings(), fakeredis.FakeRedis())
 
     assert node.list_lock_unspent() == [in_play]
+
+
+def test_a_reserved_coin_spent_since_the_lookup_does_not_stop_the_others_being_locked(
+    session: Session,
+    node_with_coins: tuple[RegtestNode, list[str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    node, (in_play, spent, _) = node_with_coins
+    make_payout(session, state=S.APPROVED, route=Route.MANUAL, reserved_inputs=[in_play])
+    make_payout(session, state=S.APPROVED, route=Route.MANUAL, reserved_inputs=[spent])
+    raw = node.create_raw_transaction({node.get_new_address(): 99_990_000}, [spent])
+    node.send_raw_transaction(node.sign_raw_transaction_with_wallet(raw))
+    # The spend lands between the job's gettxout and its lockunspent: a stale "unspent".
+    stale = {"value": 1}
+    monkeypatch.setattr(node, "get_tx_out", lambda _outpoint, *_: stale)
+
+    release_orphaned_locks(node, get_settings(), fakeredis.FakeRedis())
+
+    assert node.list_lock_unspent() == [in_play]
