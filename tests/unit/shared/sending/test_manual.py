@@ -322,10 +322,26 @@ class TestNodeOutages:
 
 class TestClaimAtomicity:
     def test_the_claim_commits_together_with_its_reserved_inputs(
-        self, session: Session, node: NodeClient
+        self, session: Session, node: NodeClient, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        payout, held = claimed(session, node)
-        with Session(get_engine()) as other:  # what a concurrent submit would read
+        # While the node builds the PSBT (after the CAS, before the reservation), look at the
+        # row as a concurrent submit would: it must not see a claim without reserved inputs.
+        seen_mid_claim: list[tuple[str, object]] = []
+        build = node.decode_psbt
+
+        def decode_and_peek(psbt: str) -> dict[str, object]:
+            with Session(get_engine()) as other:
+                row = other.get(Payout, payout.id)
+                assert row is not None
+                seen_mid_claim.append((row.state, row.reserved_inputs))
+            return build(psbt)
+
+        monkeypatch.setattr(node, "decode_psbt", decode_and_peek)
+        payout = manual_payout(session)
+        held = claim(session, node, payout)
+
+        assert seen_mid_claim == [(S.APPROVED, None)]  # nothing committed yet
+        with Session(get_engine()) as other:
             row = other.get(Payout, payout.id)
             assert row is not None
             assert (row.state, row.reserved_inputs) == (S.CLAIMED, held.inputs)
