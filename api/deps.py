@@ -1,6 +1,7 @@
 """Per-request dependencies: the DB session, its unit of work, and the JSON content-type check.
 
-A request has one session (auth and the route share it) and one `UnitOfWork` on it
+A request has one session for the route (the authentication middleware looks the key up in a
+session of its own; the dependency fallback in `api.auth` uses this one) and one `UnitOfWork` on it
 (`shared.infra.unit_of_work`). Routes that change state pass the unit of work to the domain and
 call `uow.commit()` at the end; after-commit hooks the domain registered (publishing a Celery
 message, docs/architecture.md §6) run then. Anything not committed when the request ends is rolled
@@ -21,7 +22,8 @@ from shared.infra.unit_of_work import UnitOfWork
 
 
 def get_session() -> Iterator[Session]:
-    """One SQLAlchemy session per request (FastAPI caches it, so auth and the route share it)."""
+    """One SQLAlchemy session per request (FastAPI caches it: the route and its unit of work
+    share it)."""
     session = get_sessionmaker()()
     try:
         yield session
