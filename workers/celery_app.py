@@ -22,8 +22,8 @@ _every = float(settings.maintenance_interval_seconds)
 
 
 def _beat_entry(task: TaskName, every: float, expires: float) -> dict[str, Any]:
-    return {"task": task.name, "schedule": every,
-            "options": {"queue": task.queue, "expires": expires}}  # fmt: skip
+    # The queue comes from task_routes (shared/infra/task_names.py), as for every message.
+    return {"task": task.name, "schedule": every, "options": {"expires": expires}}
 
 
 app.conf.beat_schedule = {

@@ -30,4 +30,5 @@ def reset_publisher() -> None:
 
 def enqueue_process_payout(payout_id: uuid.UUID | str) -> None:
     """Ask a worker to pay this payout. Duplicates are harmless: the claim CAS dedupes."""
-    publisher().send_task(PROCESS_PAYOUT.name, args=[str(payout_id)], queue=PROCESS_PAYOUT.queue)
+    # The queue comes from the publisher's task_routes (shared/infra/task_names.py).
+    publisher().send_task(PROCESS_PAYOUT.name, args=[str(payout_id)])
