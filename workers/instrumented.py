@@ -165,15 +165,16 @@ def payouts_task(
 def _measured(name: str, fn: Callable[..., Any], args: tuple[Any, ...],
               kwargs: dict[str, Any]) -> Any:  # fmt: skip
     started = time.monotonic()
+    error: str | None = None
     try:
         return fn(*args, **kwargs)
     except CONTROL_FLOW:
         raise
     except Exception as exc:
-        metrics.record_task_failure(name, type(exc).__name__)
+        error = type(exc).__name__
         raise
     finally:
-        metrics.record_task_duration(name, time.monotonic() - started)
+        metrics.record_task_run(name, time.monotonic() - started, error)
 
 
 def _workers_app() -> Celery:

@@ -105,20 +105,21 @@ def record_broadcast_outcome(outcome: str, client: redis.Redis | None = None) ->
     _increment(BROADCAST_OUTCOMES_KEY, outcome, client)
 
 
-def record_task_failure(task: str, error: str, client: redis.Redis | None = None) -> None:
-    """A task run ended in an exception (`error`: its class name), retried or not."""
-    _increment(TASK_FAILURES_KEY, f"{task}{FIELD_SEPARATOR}{error}", client)
-
-
-def record_task_duration(task: str, seconds: float, client: redis.Redis | None = None) -> None:
+def record_task_run(
+    task: str, seconds: float, error: str | None = None, client: redis.Redis | None = None
+) -> None:
+    """One task run: its duration and, when it ended in an exception (`error`: the class name,
+    retried or not), the failure — one Redis round trip, on every run of every task."""
     bound = next((b for b in TASK_DURATION_BUCKETS if seconds <= b), float("inf"))
     try:
         pipe = (client or counter_redis()).pipeline(transaction=True)
         pipe.hincrby(TASK_DURATION_KEY, f"{task}{FIELD_SEPARATOR}{_le(bound)}", 1)
         pipe.hincrbyfloat(TASK_DURATION_KEY, f"{task}{FIELD_SEPARATOR}sum", max(0.0, seconds))
+        if error is not None:
+            pipe.hincrby(TASK_FAILURES_KEY, f"{task}{FIELD_SEPARATOR}{error}", 1)
         pipe.execute()
     except (RedisError, OSError) as exc:
-        log.warning("metrics: could not record the duration of %s: %s", task, exc)
+        log.warning("metrics: could not record a run of %s: %s", task, exc)
 
 
 def read_counters(client: redis.Redis) -> dict[str, dict[str, int]]:

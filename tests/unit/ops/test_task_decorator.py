@@ -169,9 +169,8 @@ class TestMetrics:
     def test_the_scrape_shows_every_known_task_and_the_failures(
         self, shared_redis: fakeredis.FakeRedis
     ) -> None:
-        metrics.record_task_duration(task_names.SWEEP.name, 0.3)
-        metrics.record_task_duration(task_names.SWEEP.name, 700)
-        metrics.record_task_failure(task_names.SWEEP.name, "OperationalError")
+        metrics.record_task_run(task_names.SWEEP.name, 0.3)
+        metrics.record_task_run(task_names.SWEEP.name, 700, "OperationalError")
 
         histogram = metrics.task_duration_metric(metrics.read_task_durations(shared_redis))
         [failed] = [m for m in metrics.counter_metrics(metrics.read_counters(shared_redis))
