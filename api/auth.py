@@ -120,10 +120,13 @@ class AuthenticationMiddleware:
     def __init__(self, app: ASGIApp, routes: RouteTable) -> None:
         self.app = app
         self.routes = routes
+        # A route's scope never changes: read each route's dependency tree once, not per request.
+        # (Keyed by identity: routes are not hashable.)
+        self.scope_of = {id(route): required_scope(route) for route in routes.routes}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self.routes.match(scope)
-        needed = required_scope(route) if route is not None else None
+        needed = self.scope_of.get(id(route)) if route is not None else None
         if needed is None:
             await self.app(scope, receive, send)
             return
