@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import ColumnElement, CursorResult, update
 from sqlalchemy.orm import Session
@@ -112,24 +112,14 @@ def transition(
     `values` are other columns to set in the same UPDATE (attribute names of `Payout`).
     The caller owns the DB transaction and must commit for the change to count.
     """
-    # PayoutState is a str, so a bare state (enum or plain string) must not be iterated.
-    sources = [PayoutState(s) for s in ([expected] if isinstance(expected, str) else expected)]
+    sources = _checked_sources(PayoutState, expected, target, is_allowed, "payout")
     target = PayoutState(target)
-    if not sources:
-        raise IllegalTransition("no expected state given")
-    for source in sources:
-        if not is_allowed(source, target):
-            raise IllegalTransition(f"{source} -> {target} is not a payout transition")
-
     conditions: list[ColumnElement[bool]] = [Payout.id == payout_id]
     if claim_token is not None:
         conditions.append(Payout.claim_token == claim_token)
     conditions.extend(guards)
 
-    if "state" in (values or {}):
-        raise IllegalTransition("pass the new state as target, not in values")
-    new_values: dict[str, Any] = dict(values or {})
-    new_values.update(state=target, version=Payout.version + 1, updated_at=utcnow())
+    new_values = _new_values(values, state=target, version=Payout.version + 1)
 
     # One CAS per expected state, so the audit row records the exact state we moved from
     # (PostgreSQL's RETURNING only shows the new row). RETURNING instead of rowcount: it is
@@ -190,17 +180,9 @@ def transition_tx(
     columns set in the same UPDATE (attribute names of `Transaction`); `updated_at` is always
     set. The caller owns the DB transaction.
     """
-    sources = [TxState(s) for s in ([expected] if isinstance(expected, str) else expected)]
+    sources = _checked_sources(TxState, expected, target, is_tx_allowed, "transaction")
     target = TxState(target)
-    if not sources:
-        raise IllegalTransition("no expected transaction state given")
-    for source in sources:
-        if not is_tx_allowed(source, target):
-            raise IllegalTransition(f"{source} -> {target} is not a transaction transition")
-    if "state" in (values or {}):
-        raise IllegalTransition("pass the new state as target, not in values")
-    new_values: dict[str, Any] = dict(values or {})
-    new_values.update(state=target, updated_at=utcnow())
+    new_values = _new_values(values, state=target)
     stmt = (
         update(Transaction)
         .where(Transaction.id == tx_id, Transaction.state.in_(sources))
@@ -213,3 +195,32 @@ def transition_tx(
     if moved:
         log.debug("transaction %s: -> %s", tx_id, target.value)
     return moved
+
+
+StateT = TypeVar("StateT", PayoutState, TxState)
+
+
+def _checked_sources(
+    kind: type[StateT],
+    expected: StateT | Iterable[StateT],
+    target: StateT,
+    allowed: Callable[[Any, Any], bool],
+    what: str,
+) -> list[StateT]:
+    """The expected states as a list, each checked to be a legal move to `target`."""
+    # The states are str enums, so a bare state (enum or plain string) must not be iterated.
+    sources = [kind(s) for s in ([expected] if isinstance(expected, str) else expected)]
+    target = kind(target)
+    if not sources:
+        raise IllegalTransition(f"no expected {what} state given")
+    for source in sources:
+        if not allowed(source, target):
+            raise IllegalTransition(f"{source} -> {target} is not a {what} transition")
+    return sources
+
+
+def _new_values(values: Mapping[str, Any] | None, **fixed: Any) -> dict[str, Any]:
+    """The columns an UPDATE sets: the caller's, plus the new state and `updated_at`."""
+    if "state" in (values or {}):
+        raise IllegalTransition("pass the new state as target, not in values")
+    return {**(values or {}), **fixed, "updated_at": utcnow()}
