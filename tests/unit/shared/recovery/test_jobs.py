@@ -16,6 +16,7 @@ from devnode.server import start_devnode
 from shared.core.models import PayoutState, Route, Transaction, TxState, utcnow
 from shared.infra.db import get_engine
 from shared.infra.settings import get_settings
+from shared.node.amounts import btc_to_sats
 from shared.recovery.coin_locks import LOCK_FIRST_SEEN_KEY, release_orphaned_locks
 from shared.recovery.sweep import republish_unclaimed
 from tests.unit.shared.factories import make_payout, use_app_database
@@ -67,7 +68,11 @@ def node_with_coins() -> Iterator[tuple[RegtestNode, list[str]]]:
         node.generate_to_address(101, node.get_new_address())
         node.send_many({node.get_new_address(): 100_000_000 for _ in range(3)})
         node.generate_to_address(1, node.get_new_address())
-        coins = [f"{u['txid']}:{u['vout']}" for u in node.list_unspent(min_conf=1)][:3]
+        # The three 1 BTC coins, not whichever coins listunspent happens to list first (a
+        # 50 BTC coinbase spent as "1 BTC" would pay a fee bitcoind refuses).
+        coins = [f"{u['txid']}:{u['vout']}" for u in node.list_unspent(min_conf=1)
+                 if btc_to_sats(u["amount"]) == 100_000_000]  # fmt: skip
+        assert len(coins) == 3, coins
         yield node, coins
 
 
