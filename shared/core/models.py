@@ -99,6 +99,10 @@ class Payout(Base):
     tx_id: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("transactions.id"), default=None
     )
+    # Which output of `tx_id` pays this payout, and its share of that transaction's fee
+    # (a batch pays many payouts; the shares add up to the transaction's fee).
+    vout: Mapped[int | None] = mapped_column(Integer, default=None)
+    fee_share_sats: Mapped[int | None] = mapped_column(BigInteger, default=None)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     version: Mapped[int] = mapped_column(Integer, default=1)
@@ -123,6 +127,8 @@ class Transaction(Base):
     txid: Mapped[str] = mapped_column(String(64), unique=True)
     raw_hex: Mapped[str] = mapped_column(Text)
     fee_sats: Mapped[int] = mapped_column(BigInteger)
+    # Virtual size as the node decoded it (None for rows written before batching).
+    vsize: Mapped[int | None] = mapped_column(Integer, default=None)
     inputs: Mapped[list[str]] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16), default=TxState.SIGNED)
     confirmations: Mapped[int] = mapped_column(Integer, default=0)
@@ -132,7 +138,10 @@ class Transaction(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
-    __table_args__ = (Index("ix_transactions_state", "state"),)
+    __table_args__ = (
+        Index("ix_transactions_state", "state"),
+        Index("ix_transactions_created", "created_at", "id"),
+    )
 
 
 class PayoutEvent(Base):

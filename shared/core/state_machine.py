@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import ColumnElement, CursorResult, update
+from sqlalchemy import ColumnElement, CursorResult, insert, update
 from sqlalchemy.orm import Session
 
 from shared.core.models import Payout, PayoutEvent, PayoutState, Transaction, TxState, utcnow
@@ -29,8 +29,10 @@ ALLOWED: Mapping[PayoutState, frozenset[PayoutState]] = {
     S.AWAITING_APPROVAL: frozenset({S.APPROVED, S.CANCELLED}),
     S.APPROVED: frozenset({S.CLAIMED, S.CANCELLED, S.FAILED}),
     S.CLAIMED: frozenset({S.CLAIMED, S.APPROVED, S.SIGNED, S.FAILED}),
-    S.SIGNED: frozenset({S.BROADCAST, S.FAILED}),
-    S.BROADCAST: frozenset({S.CONFIRMED, S.FAILED}),
+    # `-> approved` from signed/broadcast is a re-queue: the transaction is proven dead, its
+    # conflict buried PAYOUTS_DEAD_DEPTH deep (docs/architecture.md §5.2).
+    S.SIGNED: frozenset({S.BROADCAST, S.FAILED, S.APPROVED}),
+    S.BROADCAST: frozenset({S.CONFIRMED, S.FAILED, S.APPROVED}),
     S.CONFIRMED: frozenset({S.BROADCAST}),  # a reorg took the confirming block away
     S.CANCELLED: frozenset(),
     S.FAILED: frozenset(),
@@ -113,55 +115,92 @@ def transition(
     The caller owns the DB transaction and must commit for the change to count.
     """
     sources = _checked_sources(PayoutState, expected, target, is_allowed, "payout")
+    guards = list(guards)
+    # One CAS per expected state, so the audit row records the exact state we moved from
+    # (PostgreSQL's RETURNING only shows the new row).
+    return any(
+        transition_many(
+            session,
+            [payout_id],
+            expected=source,
+            target=target,
+            actor=actor,
+            reason=reason,
+            claim_token=claim_token,
+            guards=guards,
+            values=values,
+        )
+        for source in sources
+    )
+
+
+def transition_many(
+    session: Session,
+    payout_ids: Sequence[uuid.UUID],
+    *,
+    expected: PayoutState,
+    target: PayoutState,
+    actor: str,
+    reason: str | None = None,
+    claim_token: str | None = None,
+    guards: Iterable[ColumnElement[bool]] = (),
+    values: Mapping[str, Any] | None = None,
+) -> list[uuid.UUID]:
+    """One compare-and-set UPDATE for many payouts in the same state (a batch): `UPDATE payouts
+    SET state = :target, … WHERE id = ANY(:ids) AND state = :expected [AND claim_token = :t]`.
+
+    Returns the ids that moved, so a caller that needs all or nothing compares the count with
+    what it asked for (and rolls back its savepoint when they differ). Their audit rows are
+    one multi-row INSERT in the same DB transaction. `values` may hold SQL expressions, e.g. a
+    CASE on `Payout.id` that gives each row its own output index.
+    """
+    (source,) = _checked_sources(PayoutState, expected, target, is_allowed, "payout")
     target = PayoutState(target)
-    conditions: list[ColumnElement[bool]] = [Payout.id == payout_id]
+    if not payout_ids:
+        return []
+    conditions: list[ColumnElement[bool]] = [Payout.id.in_(payout_ids), Payout.state == source]
     if claim_token is not None:
         conditions.append(Payout.claim_token == claim_token)
     conditions.extend(guards)
-
     new_values = _new_values(values, state=target, version=Payout.version + 1)
-
-    # One CAS per expected state, so the audit row records the exact state we moved from
-    # (PostgreSQL's RETURNING only shows the new row). RETURNING instead of rowcount: it is
-    # exact on both PostgreSQL and SQLite.
-    for source in sources:
-        stmt = (
-            update(Payout)
-            .where(*conditions, Payout.state == source)
-            .values(**new_values)
-            .returning(Payout.id)
-            .execution_options(synchronize_session=False)
-        )
-        result = cast(CursorResult[Any], session.execute(stmt))
-        if result.first() is not None:
-            session.add(
-                PayoutEvent(
-                    payout_id=payout_id,
-                    from_state=source,
-                    to_state=target,
-                    actor=actor,
-                    reason=reason,
-                )
-            )
-            session.flush()
-            # Logged at the CAS, before the caller commits: a later rollback (rare) leaves a
-            # line for a transition that did not happen; the payout_events row is the truth.
-            log.info(
-                "payout %s: %s -> %s by %s",
-                payout_id,
-                source.value,
-                target.value,
-                actor,
-                extra={
-                    "payout_id": str(payout_id),
-                    "from_state": source.value,
-                    "to_state": target.value,
-                    "actor": actor,
-                    "worker": actor if actor.startswith("worker:") else None,
-                },
-            )
-            return True
-    return False
+    stmt = (
+        update(Payout)
+        .where(*conditions)
+        .values(**new_values)
+        .returning(Payout.id)
+        .execution_options(synchronize_session=False)
+    )
+    # RETURNING instead of rowcount: it is exact on both PostgreSQL and SQLite.
+    moved = list(cast(CursorResult[Any], session.execute(stmt)).scalars())
+    if not moved:
+        return []
+    now = utcnow()
+    session.execute(
+        insert(PayoutEvent),
+        [
+            {"payout_id": pid, "from_state": source, "to_state": target, "actor": actor,
+             "reason": reason, "at": now}
+            for pid in moved
+        ],
+    )  # fmt: skip
+    # Logged at the CAS, before the caller commits: a later rollback (rare) leaves a line for
+    # a transition that did not happen; the payout_events rows are the truth.
+    log.info(
+        "payout %s: %s -> %s by %s",
+        moved[0] if len(moved) == 1 else f"batch of {len(moved)}",
+        source.value,
+        target.value,
+        actor,
+        extra={
+            "payout_id": str(moved[0]) if len(moved) == 1 else None,
+            "payout_count": len(moved),
+            "from_state": source.value,
+            "to_state": target.value,
+            "actor": actor,
+            "worker": actor if actor.startswith("worker:") else None,
+        },
+    )
+    return moved
 
 
 def transition_tx(

@@ -45,6 +45,19 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=5, ge=1)
     # An approved automatic payout unclaimed for this long is re-published by the sweeper.
     sweep_after_seconds: int = Field(default=30, ge=1)
+    # Batching (docs/architecture.md §6): one transaction pays up to this many payouts (1 keeps
+    # one transaction per payout). 100 outputs is ~3.3 kvB: far below the 400,000 WU standard
+    # weight, and one lost or stuck transaction never holds up more than 100 payouts.
+    batch_max_payouts: int = Field(default=100, ge=1, le=1000)
+    # How long a batch run waits for more approvals before it claims (from the oldest
+    # waiting approval, so a payout never waits longer than this for company).
+    batch_window_seconds: float = Field(default=2.0, ge=0, le=3600)
+    # 0: a batch starts on approval. > 0: batches run only on this schedule (BTCPay's
+    # "interval"); approvals then publish nothing.
+    batch_interval_seconds: float = Field(default=0.0, ge=0, le=86_400)
+    # A proven-dead transaction's payouts go back to `approved` once the conflicting spend is
+    # this many blocks deep; a shallower reorg could still bring the dead transaction back.
+    dead_depth: int = Field(default=6, ge=1, le=1000)
     four_eyes: bool = False
     # How often beat runs the recovery jobs (sweep, rebroadcast, confirmations).
     maintenance_interval_seconds: float = Field(default=10.0, gt=0)
