@@ -256,7 +256,7 @@ class DemoFlow:
         before = {p["id"]: self.get(p["id"])["txid"] for p in autos}
         for payout in autos:
             for _ in range(3):
-                enqueue_process_payout(payout["id"])
+                enqueue_process_payout(payout["id"], coalesce=False)
         consumed = wait_until_consumed(self.broker_url)
         unchanged = all(self.get(pid)["txid"] == txid for pid, txid in before.items())
         if consumed:

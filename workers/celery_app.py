@@ -37,6 +37,13 @@ app.conf.beat_schedule = {
         settings.lease_seconds,
     ),
 }
+if settings.batch_interval_seconds > 0:
+    # Batches only on this schedule (approvals publish nothing); an entry that outlived one
+    # interval is dropped, the next one does the same work.
+    _batch_every = float(settings.batch_interval_seconds)
+    app.conf.beat_schedule["run-batches"] = _beat_entry(
+        task_names.RUN_BATCHES, _batch_every, _batch_every
+    )
 
 
 @setup_logging.connect

@@ -17,8 +17,9 @@ from shared.node import NodeClient
 from shared.recovery import coin_locks, confirmations
 from shared.recovery import rebroadcast as rebroadcast_job
 from shared.recovery import sweep as sweep_job
-from shared.sending.automatic import Outcome
+from shared.sending.automatic import Outcome, Result
 from shared.sending.automatic import process_payout as run_process_payout
+from shared.sending.automatic import run_batches as run_batches_now
 from shared.sending.dispatch import enqueue_process_payout
 from workers.celery_app import app
 from workers.instrumented import (
@@ -64,6 +65,7 @@ def _node() -> NodeClient:
 
 @payouts_task(task_names.PROCESS_PAYOUT, retry=PAYOUT_RETRY, log_args=("payout_id",), bind=True)
 def process_payout(self: Task, payout_id: str) -> str:
+    """Start the hot wallet's batch run, or join the one running (shared/sending/automatic.py)."""
     result = run_process_payout(
         uuid.UUID(payout_id),
         worker_name=worker_name(self),
@@ -71,16 +73,32 @@ def process_payout(self: Task, payout_id: str) -> str:
         node=_node(),
         redis_client=task_redis(),
     )
+    return _finish(self, f"process_payout {payout_id}", result)
+
+
+@payouts_task(task_names.RUN_BATCHES, retry=PAYOUT_RETRY, bind=True)
+def run_batches(self: Task) -> str:
+    """The scheduled batch run (PAYOUTS_BATCH_INTERVAL_SECONDS > 0)."""
+    result = run_batches_now(
+        worker_name=worker_name(self), settings=get_settings(), node=_node(),
+        redis_client=task_redis(),
+    )  # fmt: skip
+    return _finish(self, "run_batches", result)
+
+
+def _finish(task: Task, what: str, result: Result) -> str:
     log.info(
-        "process_payout %s: %s %s",
-        payout_id,
+        "%s: %s %s (%d payouts in %d batches)",
+        what,
         result.outcome.value,
         result.detail,
-        extra={"outcome": result.outcome.value, "txid": result.txid},
+        result.paid,
+        result.batches,
+        extra={"outcome": result.outcome.value, "txid": result.txid, "payout_count": result.paid},
     )
     if result.outcome == Outcome.RETRY:
-        countdown = min(MAX_BACKOFF_SECONDS, 2 ** min(self.request.retries, 8))
-        raise self.retry(countdown=countdown, max_retries=None)
+        countdown = min(MAX_BACKOFF_SECONDS, 2 ** min(task.request.retries, 8))
+        raise task.retry(countdown=countdown, max_retries=None)
     return result.outcome.value
 
 

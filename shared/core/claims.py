@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.core.errors import InvalidState
 from shared.core.models import Payout, PayoutState, Route, Transaction, TxState, utcnow
-from shared.core.state_machine import transition
+from shared.core.state_machine import transition, transition_many
 
 S = PayoutState
 
@@ -230,13 +231,26 @@ class SignedTx:
     raw_hex: str
     fee_sats: int
     inputs: list[str]
+    vsize: int | None = None
 
 
-def persist_signed_tx(session: Session, claim: Claim, tx: SignedTx, *, actor: str) -> bool:
-    """Write-ahead: store the signed bytes and CAS `claimed -> signed` with the claim token.
+def persist_signed(
+    session: Session,
+    *,
+    token: str,
+    actor: str,
+    payout_ids: Sequence[uuid.UUID],
+    tx: SignedTx,
+    vouts: Mapping[uuid.UUID, int] | None = None,
+    fee_shares: Mapping[uuid.UUID, int] | None = None,
+) -> Transaction | None:
+    """Write-ahead for both senders: store the signed bytes and CAS every payout it pays
+    `claimed -> signed` with the claim token (one statement), each with its output index and
+    fee share.
 
-    Both happen in one SAVEPOINT, so a lost CAS leaves no transaction row behind. False means
-    the lease was lost: the caller must unlock the inputs and must not broadcast.
+    All in one SAVEPOINT: unless the CAS moved exactly `payout_ids` (a lease was taken over,
+    for even one of a batch), it is rolled back and nothing is stored. None means exactly
+    that: the caller must unlock the inputs and must not broadcast.
     """
     with session.begin_nested() as savepoint:
         row = Transaction(
@@ -244,6 +258,7 @@ def persist_signed_tx(session: Session, claim: Claim, tx: SignedTx, *, actor: st
             txid=tx.txid,
             raw_hex=tx.raw_hex,
             fee_sats=tx.fee_sats,
+            vsize=tx.vsize,
             inputs=tx.inputs,
             state=TxState.SIGNED,
         )
@@ -253,17 +268,42 @@ def persist_signed_tx(session: Session, claim: Claim, tx: SignedTx, *, actor: st
         except IntegrityError:
             # These exact bytes are already stored (a repeated persist): not a new claim win.
             savepoint.rollback()
-            return False
-        won = transition(
+            return None
+        values: dict[str, object] = {"tx_id": row.id, "lease_until": None, "last_error": None}
+        if vouts:
+            values["vout"] = case(dict(vouts), value=Payout.id)
+        if fee_shares:
+            values["fee_share_sats"] = case(dict(fee_shares), value=Payout.id)
+        moved = transition_many(
             session,
-            claim.payout_id,
+            payout_ids,
             expected=S.CLAIMED,
             target=S.SIGNED,
             actor=actor,
             reason=f"signed {tx.txid}",
-            claim_token=claim.token,
-            values={"tx_id": row.id, "lease_until": None, "last_error": None},
+            claim_token=token,
+            values=values,
         )
-        if not won:
+        if len(moved) != len(payout_ids):
             savepoint.rollback()
-    return won
+            return None
+    return row
+
+
+def persist_signed_tx(
+    session: Session, claim: Claim, tx: SignedTx, *, actor: str, vout: int | None = None
+) -> bool:
+    """`persist_signed` for one payout. False means the lease was lost: the caller must unlock
+    the inputs and must not broadcast."""
+    return (
+        persist_signed(
+            session,
+            token=claim.token,
+            actor=actor,
+            payout_ids=[claim.payout_id],
+            tx=tx,
+            vouts=None if vout is None else {claim.payout_id: vout},
+            fee_shares={claim.payout_id: tx.fee_sats},
+        )
+        is not None
+    )

@@ -41,7 +41,7 @@ ALLOWED: Mapping[PayoutState, frozenset[PayoutState]] = {
 TERMINAL = frozenset(s for s, targets in ALLOWED.items() if not targets)
 
 T = TxState
-# A stored transaction's states. `signed` rows are inserted by claims.persist_signed_tx with the
+# A stored transaction's states. `signed` rows are inserted by claims.persist_signed with the
 # payout's `claimed -> signed` CAS. `broadcast -> broadcast` and `confirmed -> confirmed` refresh
 # the confirmation count; `confirmed -> broadcast` is a reorg; `conflicted` is proven dead.
 TX_ALLOWED: Mapping[TxState, frozenset[TxState]] = {

@@ -30,6 +30,8 @@ class TaskName:
 
 
 PROCESS_PAYOUT = TaskName("payouts.process_payout", PAYOUTS_QUEUE)
+# With PAYOUTS_BATCH_INTERVAL_SECONDS > 0, beat starts the batch runs on that schedule.
+RUN_BATCHES = TaskName("payouts.run_batches", PAYOUTS_QUEUE)
 
 # Beat jobs (recovery work): one run of each at a time, on their own queue.
 MAINTENANCE_PREFIX = "payouts.maintenance."
@@ -40,6 +42,7 @@ RELEASE_ORPHANED_LOCKS = TaskName(MAINTENANCE_PREFIX + "release_orphaned_locks",
 
 ALL_TASKS: tuple[TaskName, ...] = (
     PROCESS_PAYOUT,
+    RUN_BATCHES,
     SWEEP,
     REBROADCAST,
     TRACK_CONFIRMATIONS,

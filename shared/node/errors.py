@@ -48,6 +48,12 @@ class InsufficientFunds(WalletError):
     """-6, or -4 "Insufficient funds" (fundrawtransaction reports it as a wallet error)."""
 
 
+class ChainLimitReached(WalletError):
+    """-4 "Unconfirmed UTXOs are available, but spending them creates a chain of transactions
+    that will be rejected by the mempool": every coin the wallet could use sits at the end of
+    a chain of 25 unconfirmed transactions. A wait for the next block, not a failure."""
+
+
 class TxRejected(NodeError):
     """sendrawtransaction / mempool refused the transaction for another reason (-26, -25)."""
 
@@ -88,6 +94,8 @@ def classify(code: int | None, message: str) -> NodeError:
         return MethodNotFound(message, code)
     if code == -28:  # RPC_IN_WARMUP: the node is starting; nothing happened
         return NodeUnavailable(message, code)
+    if code in (-4, -6) and "unconfirmed utxos are available" in text:
+        return ChainLimitReached(message, code)
     if code == -6 or (code == -4 and "insufficient funds" in text):
         return InsufficientFunds(message, code)
     if code in (-25, -26, -27):

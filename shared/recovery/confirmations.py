@@ -13,7 +13,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from shared.core.models import PayoutState, Transaction, TxState
-from shared.core.state_machine import transition, transition_tx
+from shared.core.state_machine import transition_many, transition_tx
 from shared.infra.db import session_scope
 from shared.infra.settings import Settings
 from shared.node import NodeClient
@@ -161,8 +161,8 @@ def _move_all(
     target: PayoutState,
     reason: str,
 ) -> int:
-    """CAS each payout of one transaction; how many moved."""
-    return sum(
-        transition(session, pid, expected=source, target=target, actor=ACTOR, reason=reason)
-        for pid in payout_ids
+    """CAS the payouts of one transaction in one statement; how many moved."""
+    moved = transition_many(
+        session, payout_ids, expected=source, target=target, actor=ACTOR, reason=reason
     )
+    return len(moved)

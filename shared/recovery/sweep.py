@@ -47,7 +47,7 @@ def payouts_needing_a_worker(settings: Settings, idle_seconds: float | None = No
 def republish_unclaimed(
     settings: Settings,
     redis_client: redis.Redis,
-    publish: Callable[[str], None],
+    publish: Callable[[str], object],
     queue_backlog: int = 0,
 ) -> int:
     """Re-publish `process_payout` for payouts no worker holds, at most once per payout per
@@ -68,7 +68,7 @@ def republish_unclaimed(
             )
         except redis.RedisError:
             fresh = True  # without Redis there is no broker either; publishing will tell
-        if fresh:
-            publish(payout_id)
+        # A publisher may decline (a batch wake-up is already outstanding): count real ones.
+        if fresh and publish(payout_id) is not False:
             published += 1
     return published

@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from shared.core.models import Payout, PayoutState, Transaction, TxState, utcnow
-from shared.core.state_machine import transition, transition_tx
+from shared.core.state_machine import transition, transition_many, transition_tx
 from shared.node import NodeClient
 from shared.node.amounts import btc_to_sats
 from shared.node.errors import (
@@ -160,15 +160,10 @@ def _mark_broadcast(session: Session, tx: Transaction, actor: str) -> None:
         session, tx.id, expected=TxState.SIGNED, target=TxState.BROADCAST,
         values={"last_error": None},
     )  # fmt: skip
-    for payout_id in payouts_of(session, tx.id):
-        transition(
-            session,
-            payout_id,
-            expected=S.SIGNED,
-            target=S.BROADCAST,
-            actor=actor,
-            reason=f"broadcast {tx.txid}",
-        )
+    transition_many(
+        session, payouts_of(session, tx.id), expected=S.SIGNED, target=S.BROADCAST,
+        actor=actor, reason=f"broadcast {tx.txid}",
+    )  # fmt: skip
 
 
 def mark_dead(

@@ -270,12 +270,12 @@ def submit(
         held = current_claim(payout)
     try:
         raw_hex = _final_hex(node, psbt, tx_hex)
-        signed = _checked_tx(session, node, settings, raw_hex, held)
+        signed, vout = _checked_tx(session, node, settings, raw_hex, held)
     except NodeUnavailable as exc:
         raise _node_unavailable() from exc
     # Checkpoint: the signed bytes are durable before anything is broadcast (§5.1).
     with uow.step():
-        if not persist_signed_tx(session, held, signed, actor=actor):
+        if not persist_signed_tx(session, held, signed, actor=actor, vout=vout):
             raise DomainError(
                 "invalid_state",
                 f"your claim on payout {payout_id} is no longer valid",
@@ -335,7 +335,8 @@ def _final_hex(node: NodeClient, psbt: str | None, tx_hex: str | None) -> str:
 
 def _checked_tx(
     session: Session, node: NodeClient, settings: Settings, raw_hex: str, held: Claim
-) -> SignedTx:
+) -> tuple[SignedTx, int]:
+    """The signer's transaction, checked, and which of its outputs pays the payout."""
     try:
         decoded = node.decode_raw_transaction(raw_hex)
     except NodeUnavailable:
@@ -344,9 +345,11 @@ def _checked_tx(
         raise DomainError("invalid_transaction", exc.message, INVALID) from exc
     # Both raise PaymentMismatch, a DomainError of kind INVALID with the rule's own code.
     check_signatures_cover_everything(raw_hex)
-    check_against_wallet(session, node, decoded.outputs, {held.destination: held.amount_sats})
+    vouts = check_against_wallet(
+        session, node, decoded.outputs, {held.destination: held.amount_sats}
+    )
     _check_spends_reserved(decoded.inputs, held.reserved_inputs or [])
-    return _accepted_by_node(node, settings, raw_hex, decoded)
+    return _accepted_by_node(node, settings, raw_hex, decoded), vouts[held.destination]
 
 
 def _check_spends_reserved(inputs: list[str], reserved: list[str]) -> None:
@@ -406,7 +409,7 @@ def _accepted_by_node(
             f"{settings.max_fee_rate_sat_vb}",
             INVALID,
         )
-    return SignedTx(decoded.txid, raw_hex, fee_sats or 0, decoded.inputs)
+    return SignedTx(decoded.txid, raw_hex, fee_sats or 0, decoded.inputs, decoded.vsize)
 
 
 def _fee_from_acceptance(check: dict[str, object]) -> int | None:

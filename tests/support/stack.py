@@ -159,6 +159,7 @@ def build_stack(*, postgres_url: str, redis_url: str, workdir: Path, **settings:
             PAYOUTS_MAINTENANCE_INTERVAL_SECONDS="1",
             PAYOUTS_SWEEP_AFTER_SECONDS="3",
             PAYOUTS_LEASE_SECONDS="10",
+            PAYOUTS_BATCH_WINDOW_SECONDS="0.2",
         )
         env.update({f"PAYOUTS_{k.upper()}": v for k, v in settings.items()})
         os.environ.update({k: v for k, v in env.items() if k.startswith("PAYOUTS_")})

@@ -22,6 +22,8 @@ NOWHERE = "redis://127.0.0.1:1/0"
 def _no_real_redis(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PAYOUTS_REDIS_URL", NOWHERE)
     monkeypatch.delenv("PAYOUTS_BROKER_URL", raising=False)
+    # A batch run claims at once: unit tests approve everything before they run it.
+    monkeypatch.setenv("PAYOUTS_BATCH_WINDOW_SECONDS", "0")
 
 
 @pytest.fixture

@@ -95,7 +95,7 @@ def test_each_duplicate_message_for_a_paid_payout_counts_one_claim_conflict(
     before = scrape(ops)
 
     for _ in range(DUPLICATES):
-        enqueue_process_payout(payout["id"])
+        enqueue_process_payout(payout["id"], coalesce=False)
 
     def conflicts(samples: Samples) -> float:
         # Two workers may take duplicates at the same moment: the loser of the Redis lock

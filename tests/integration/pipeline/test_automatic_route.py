@@ -22,8 +22,8 @@ def test_200_payouts_with_duplicate_messages_are_each_paid_exactly_once(stack: S
         payouts = list(pool.map(lambda i: stack.create_and_approve(10_000 + i), range(PAYOUTS)))
     assert {p["processing"] for p in payouts} == {"automatic"}
     for payout in payouts:  # two extra messages for every payout, on top of the approval's
-        enqueue_process_payout(payout["id"])
-        enqueue_process_payout(payout["id"])
+        enqueue_process_payout(payout["id"], coalesce=False)
+        enqueue_process_payout(payout["id"], coalesce=False)
     ids = [p["id"] for p in payouts]
 
     stack.wait_for_states(ids, {"broadcast", "confirmed"}, timeout=240)
@@ -32,9 +32,10 @@ def test_200_payouts_with_duplicate_messages_are_each_paid_exactly_once(stack: S
     verdict = judge(stack.node, {p["id"]: (p["destination"], p["amount_sats"]) for p in payouts})
     assert len(verdict.paid_once) == PAYOUTS
     assert verdict.paid_twice == [] and verdict.unpaid == [] and verdict.stray_outputs == []
-    # The DB agrees with the node: one stored transaction per payout, all distinct.
-    txids = [stack.payout(payout_id)["txid"] for payout_id in ids]
-    assert None not in txids and len(set(txids)) == PAYOUTS
+    # The DB agrees with the node: each payout names the transaction and output that pays it.
+    views = [stack.payout(payout_id) for payout_id in ids]
+    assert None not in [v["txid"] for v in views]
+    assert len({(v["txid"], v["vout"]) for v in views}) == PAYOUTS
 
 
 def test_manual_claims_racing_the_workers_on_automatic_payouts_never_pay(stack: Stack) -> None:

@@ -29,7 +29,7 @@ def test_manual_payouts_are_paid_once_by_one_signer_and_never_by_workers(stack: 
     assert {p["processing"] for p in payouts} == {"manual"}
     assert all(p["claim_url"].endswith("/manual/claim") for p in payouts)
     for payout in payouts:  # workers get messages for them anyway; they must ignore them
-        enqueue_process_payout(payout["id"])
+        enqueue_process_payout(payout["id"], coalesce=False)
 
     for payout in payouts:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:

@@ -290,6 +290,7 @@ class TestTaskNames:
     def test_the_names_are_the_ones_running_systems_know(self) -> None:
         assert [t.name for t in task_names.ALL_TASKS] == [
             "payouts.process_payout",
+            "payouts.run_batches",
             "payouts.maintenance.sweep",
             "payouts.maintenance.rebroadcast",
             "payouts.maintenance.track_confirmations",

@@ -13,12 +13,13 @@ shared/core/state_machine.py it refuses
 - constructing `Payout(...)` / `Transaction(...)` with `state=` (or with `**columns`);
 - SQL text that updates either table's `state`.
 
-One construction is allowed: `claims.persist_signed_tx` inserts the new `Transaction` row with
-`state=TxState.SIGNED`. That is not a transition — an INSERT cannot overwrite a state anyone
-else wrote (the unique txid makes a repeated insert fail) — and it happens inside one SAVEPOINT
-with the payout's fenced `claimed -> signed` CAS, which rolls the insert back when it loses, so
-a `signed` row exists only for a payout whose CAS won. Every later change of that row is a
-`transition_tx` CAS. New payouts are inserted by `state_machine.create_payout` itself.
+One construction is allowed: `claims.persist_signed` (both senders' write-ahead) inserts the
+new `Transaction` row with `state=TxState.SIGNED`. That is not a transition: an INSERT cannot
+overwrite a state anyone else wrote (the unique txid makes a repeated insert fail), and it
+happens inside one SAVEPOINT with the payouts' fenced `claimed -> signed` CAS, which rolls the
+insert back when it moves fewer rows than asked, so a `signed` row exists only for payouts
+whose CAS won. Every later change of that row is a `transition_tx` CAS. New payouts are
+inserted by `state_machine.create_payout` itself.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ STATE_MACHINE = "shared/core/state_machine.py"
 MODELS = {"Payout", "Transaction"}
 MODELS_MODULE = "shared.core.models"
 # (file, enclosing function, model): the one construction with a state outside the machine.
-ALLOWED_CONSTRUCTIONS = {("shared/core/claims.py", "persist_signed_tx", "Transaction")}
+ALLOWED_CONSTRUCTIONS = {("shared/core/claims.py", "persist_signed", "Transaction")}
 SQL_STATE_WRITE = re.compile(
     r"\b(update\s+(payouts|transactions)\b.*\bset\b.*\bstate\b"
     r"|insert\s+into\s+(payouts|transactions)\b.*\bstate\b)",
@@ -274,7 +275,7 @@ NOT_WRITES = {
     "request_state": "def f(request):\n    request.state.principal = 1\n",
     "other_class": "def f(o):\n    return Other(state=1)\n",
     "allowed_insert": (
-        "def persist_signed_tx(s):\n    s.add(Tx(txid='a', state=TxState.SIGNED))\n"
+        "def persist_signed(s):\n    s.add(Tx(txid='a', state=TxState.SIGNED))\n"
     ),
 }
 
@@ -293,6 +294,6 @@ def test_the_scan_lets_pass(name: str) -> None:
 
 
 def test_the_allowed_insert_must_insert_signed() -> None:
-    source = HEADER + "def persist_signed_tx(s):\n    s.add(Tx(state=TxState.BROADCAST))\n"
+    source = HEADER + "def persist_signed(s):\n    s.add(Tx(state=TxState.BROADCAST))\n"
     writes, _ = scan_source("shared/core/claims.py", source)
     assert len(writes) == 1

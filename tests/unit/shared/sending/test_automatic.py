@@ -15,10 +15,11 @@ from cli.regtest_node import RegtestNode
 from devnode.server import RunningDevnode
 from shared.core.models import Payout, PayoutState, Route
 from shared.infra.db import get_engine
-from shared.infra.locks import payout_lock
+from shared.infra.locks import named_lock
 from shared.infra.settings import get_settings
 from shared.node import NodeClient
 from shared.sending.automatic import Outcome, process_payout
+from shared.sending.batch_signals import BatchSignals, wallet_name
 from tests.unit.shared.factories import make_payout, use_app_database
 
 S = PayoutState
@@ -73,7 +74,9 @@ def test_a_payout_locked_by_another_worker_is_left_alone(
 ) -> None:
     payout_id = approved(session)
     redis_client = fakeredis.FakeRedis()
-    with payout_lock(redis_client, payout_id, 30):
+    lock_key = BatchSignals(redis_client, wallet_name(get_settings())).lock_key
+    assert lock_key == "batch:hot"
+    with named_lock(redis_client, lock_key, 30):
         assert run(payout_id, node, redis_client) == Outcome.LOCKED_ELSEWHERE
     assert reload(session, payout_id).state == S.APPROVED
 
