@@ -283,6 +283,7 @@ def persist_signed(
             reason=f"signed {tx.txid}",
             claim_token=token,
             values=values,
+            log_fields={"txid": tx.txid},
         )
         if len(moved) != len(payout_ids):
             savepoint.rollback()

@@ -145,6 +145,7 @@ def transition_many(
     claim_token: str | None = None,
     guards: Iterable[ColumnElement[bool]] = (),
     values: Mapping[str, Any] | None = None,
+    log_fields: Mapping[str, Any] | None = None,
 ) -> list[uuid.UUID]:
     """One compare-and-set UPDATE for many payouts in the same state (a batch): `UPDATE payouts
     SET state = :target, … WHERE id = ANY(:ids) AND state = :expected [AND claim_token = :t]`.
@@ -152,7 +153,8 @@ def transition_many(
     Returns the ids that moved, so a caller that needs all or nothing compares the count with
     what it asked for (and rolls back its savepoint when they differ). Their audit rows are
     one multi-row INSERT in the same DB transaction. `values` may hold SQL expressions, e.g. a
-    CASE on `Payout.id` that gives each row its own output index.
+    CASE on `Payout.id` that gives each row its own output index. `log_fields` are added to
+    each payout's log line (e.g. the txid).
     """
     (source,) = _checked_sources(PayoutState, expected, target, is_allowed, "payout")
     target = PayoutState(target)
@@ -184,22 +186,24 @@ def transition_many(
         ],
     )  # fmt: skip
     # Logged at the CAS, before the caller commits: a later rollback (rare) leaves a line for
-    # a transition that did not happen; the payout_events rows are the truth.
-    log.info(
-        "payout %s: %s -> %s by %s",
-        moved[0] if len(moved) == 1 else f"batch of {len(moved)}",
-        source.value,
-        target.value,
-        actor,
-        extra={
-            "payout_id": str(moved[0]) if len(moved) == 1 else None,
-            "payout_count": len(moved),
-            "from_state": source.value,
-            "to_state": target.value,
-            "actor": actor,
-            "worker": actor if actor.startswith("worker:") else None,
-        },
-    )
+    # a transition that did not happen; the payout_events rows are the truth. One line per
+    # payout, so grepping the logs for a payout id finds every step of it, batched or not.
+    for pid in moved:
+        log.info(
+            "payout %s: %s -> %s by %s",
+            pid,
+            source.value,
+            target.value,
+            actor,
+            extra={
+                "payout_id": str(pid),
+                "from_state": source.value,
+                "to_state": target.value,
+                "actor": actor,
+                "worker": actor if actor.startswith("worker:") else None,
+                **(log_fields or {}),
+            },
+        )
     return moved
 
 

@@ -122,7 +122,11 @@ def run_batches(
         if result.outcome in (Outcome.RETRY, Outcome.LEASE_LOST):
             return _summary(rounds)
         if not (more or signals.take_asked()):
-            return _summary(rounds)
+            summary = _summary(rounds)
+            if summary.outcome == Outcome.NOT_CLAIMABLE:
+                # The message's payout was paid (or taken) by an earlier run: a duplicate.
+                metrics.record_claim_conflict(metrics.ClaimConflict.CAS_LOST, redis_client)
+            return summary
 
 
 def _summary(results: list[Result], failed: int = 0) -> Result:

@@ -162,7 +162,7 @@ def _mark_broadcast(session: Session, tx: Transaction, actor: str) -> None:
     )  # fmt: skip
     transition_many(
         session, payouts_of(session, tx.id), expected=S.SIGNED, target=S.BROADCAST,
-        actor=actor, reason=f"broadcast {tx.txid}",
+        actor=actor, reason=f"broadcast {tx.txid}", log_fields={"txid": tx.txid},
     )  # fmt: skip
 
 

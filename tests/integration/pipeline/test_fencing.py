@@ -16,13 +16,13 @@ from sqlalchemy import update
 from cli.addresses import external_address
 from cli.funding import fund_wallet
 from cli.regtest_node import RegtestNode
-from shared.core.claims import claim_for_worker, persist_signed_tx
-from shared.core.models import Payout, PayoutEvent, Route
+from shared.core.batch_claims import BatchClaim, claim_batch, persist_batch
+from shared.core.models import Payout, PayoutEvent, Route, Transaction
 from shared.core.state_machine import create_payout, transition
 from shared.infra.db import session_scope
 from shared.infra.settings import get_settings
 from shared.node import NodeClient
-from shared.sending.automatic import build_and_sign
+from shared.sending.batch_build import build_and_sign_batch
 from tests.support.stack import COIN_SATS, node_for_tests
 
 
@@ -46,46 +46,78 @@ def _approved_automatic_payout(amount_sats: int) -> uuid.UUID:
         return payout.id
 
 
+def _claim(worker: str) -> BatchClaim | None:
+    with session_scope() as session:
+        return claim_batch(
+            session, worker_name=worker, lease_seconds=30, max_payouts=10, max_attempts=5
+        )
+
+
+def _expire_leases(payout_ids: list[uuid.UUID]) -> None:
+    with session_scope() as session:
+        session.execute(
+            update(Payout).where(Payout.id.in_(payout_ids)).values(lease_until=Payout.created_at)
+        )
+
+
 def test_worker_whose_lease_was_taken_over_cannot_persist_or_broadcast(node: NodeClient) -> None:
     settings = get_settings()
-    payout_id = _approved_automatic_payout(50_000)
-    with session_scope() as session:
-        claim_a = claim_for_worker(session, payout_id, "A", lease_seconds=30)
-    assert claim_a is not None
-    signed_a = build_and_sign(node, settings, claim_a)  # A signs ... then stalls
+    payout_ids = [_approved_automatic_payout(50_000 + i) for i in range(3)]
+    claim_a = _claim("A")
+    assert claim_a is not None and sorted(claim_a.payout_ids) == sorted(payout_ids)
+    signed_a = build_and_sign_batch(node, settings, list(claim_a.members))  # A signs, stalls
 
-    with session_scope() as session:  # A's lease runs out while it is stalled
-        session.execute(
-            update(Payout).where(Payout.id == payout_id).values(lease_until=Payout.created_at)
-        )
-    with session_scope() as session:
-        claim_b = claim_for_worker(session, payout_id, "B", lease_seconds=30)
+    _expire_leases(payout_ids)  # A's lease runs out while it is stalled
+    claim_b = _claim("B")
     assert claim_b is not None and claim_b.token != claim_a.token
 
     with session_scope() as session:  # A wakes up: its fenced persist must lose
-        assert persist_signed_tx(session, claim_a, signed_a, actor="worker:A") is False
-    signed_b = build_and_sign(node, settings, claim_b)
+        assert persist_batch(session, claim_a, signed_a) is None
+    signed_b = build_and_sign_batch(node, settings, list(claim_b.members))
     with session_scope() as session:
-        assert persist_signed_tx(session, claim_b, signed_b, actor="worker:B") is True
+        assert persist_batch(session, claim_b, signed_b) is not None
 
     with session_scope() as session:
-        payout = session.get(Payout, payout_id)
-        assert payout is not None and payout.state == "signed"
-        assert payout.claimed_by == "worker:B"
-        events = session.query(PayoutEvent).filter_by(payout_id=payout_id).all()
-        assert [e.to_state for e in events][-1] == "signed"
+        for payout_id in payout_ids:
+            payout = session.get(Payout, payout_id)
+            assert payout is not None and payout.state == "signed"
+            assert payout.claimed_by == "worker:B"
+            events = session.query(PayoutEvent).filter_by(payout_id=payout_id).all()
+            assert [e.to_state for e in events][-1] == "signed"
     # A's transaction was never stored, so nothing can broadcast it; the node never saw it.
-    assert node.get_mempool_entry(signed_a.txid) is None
-    assert node.get_transaction(signed_a.txid) is None
+    assert node.get_mempool_entry(signed_a.tx.txid) is None
+    assert node.get_transaction(signed_a.tx.txid) is None
+
+
+def test_one_payout_taken_over_aborts_the_whole_batch_persist(node: NodeClient) -> None:
+    settings = get_settings()
+    payout_ids = [_approved_automatic_payout(30_000 + i) for i in range(4)]
+    claim_a = _claim("A")
+    assert claim_a is not None and len(claim_a.members) == 4
+    signed_a = build_and_sign_batch(node, settings, list(claim_a.members))
+
+    _expire_leases(payout_ids[2:3])  # only one lease ran out; B takes just that payout
+    claim_b = _claim("B")
+    assert claim_b is not None and claim_b.payout_ids == payout_ids[2:3]
+
+    with session_scope() as session:  # three of four still carry A's token: still all or nothing
+        assert persist_batch(session, claim_a, signed_a) is None
+    with session_scope() as session:
+        assert session.query(Transaction).count() == 0
+        states = {p.id: (p.state, p.claimed_by) for p in session.query(Payout).all()}
+    assert states[payout_ids[2]] == ("claimed", "worker:B")
+    assert {states[pid] for pid in payout_ids if pid != payout_ids[2]} == {("claimed", "worker:A")}
+    assert node.get_transaction(signed_a.tx.txid) is None
 
 
 def test_claim_token_mismatch_changes_nothing(node: NodeClient) -> None:
     payout_id = _approved_automatic_payout(40_000)
     with session_scope() as session:
-        claim = claim_for_worker(session, payout_id, "A", lease_seconds=30)
-    assert claim is not None
-    with session_scope() as session:  # a second claim while the lease is live loses
-        assert claim_for_worker(session, payout_id, "B", lease_seconds=30) is None
+        claim = claim_batch(
+            session, worker_name="A", lease_seconds=30, max_payouts=10, max_attempts=5
+        )
+    assert claim is not None and claim.payout_ids == [payout_id]
+    assert _claim("B") is None  # a second claim while the lease is live loses
     with session_scope() as session:
         payout = session.get(Payout, payout_id)
         assert payout is not None and payout.claim_token == claim.token

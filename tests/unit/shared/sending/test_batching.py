@@ -197,10 +197,11 @@ def test_a_batch_claim_takes_expired_worker_claims_but_never_live_or_manual_ones
 
     from shared.core.models import utcnow
 
-    expired = make_payout(session, state=S.CLAIMED, route=Route.AUTOMATIC, claimed_by="worker:x",
-                          claim_token="t1", lease_until=utcnow() - timedelta(seconds=1))  # fmt: skip
-    live = make_payout(session, state=S.CLAIMED, route=Route.AUTOMATIC, claimed_by="worker:y",
-                       claim_token="t2", lease_until=utcnow() + timedelta(seconds=60))  # fmt: skip
+    claimed = {"state": S.CLAIMED, "route": Route.AUTOMATIC}
+    expired = make_payout(session, **claimed, claimed_by="worker:x", claim_token="t1",
+                          lease_until=utcnow() - timedelta(seconds=1))  # fmt: skip
+    live = make_payout(session, **claimed, claimed_by="worker:y", claim_token="t2",
+                       lease_until=utcnow() + timedelta(seconds=60))  # fmt: skip
     manual = make_payout(session, state=S.APPROVED, route=Route.MANUAL)
     session.commit()
     with session_scope() as s:
