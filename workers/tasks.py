@@ -139,6 +139,7 @@ def track_confirmations() -> dict[str, int]:
         "confirmed": report.confirmed,
         "reorged": report.reorged,
         "dead": report.dead,
+        "requeued": report.requeued,
         "resent": report.resent,
         "skipped": int(report.skipped),
     }

@@ -20,6 +20,7 @@ from shared.node import NodeClient
 from shared.recovery.common import ACTOR, BATCH, as_text
 from shared.sending.broadcasting import (
     BroadcastOutcome,
+    DeadOutcome,
     broadcast_persisted,
     chain_view,
     mark_dead,
@@ -42,6 +43,7 @@ class ConfirmationReport:
     confirmed: int = 0
     reorged: int = 0
     dead: int = 0
+    requeued: int = 0
     resent: int = 0
     skipped: bool = False
 
@@ -143,8 +145,11 @@ def _track_one(
         return
     proof = prove_dead(node, tx.txid, list(tx.inputs))
     if proof is not None:
-        mark_dead(session, node, tx, proof, ACTOR)
-        report.dead += 1
+        dead = mark_dead(session, node, tx, proof, ACTOR, settings.dead_depth)
+        if dead == DeadOutcome.REQUEUED:
+            report.requeued += 1
+        elif dead == DeadOutcome.FAILED:
+            report.dead += 1
         return
     # Re-sending a `broadcast` row is the same call: it only moves rows that are still `signed`.
     outcome = broadcast_persisted(

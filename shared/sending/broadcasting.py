@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from shared.core.models import Payout, PayoutState, Transaction, TxState, utcnow
 from shared.core.state_machine import transition, transition_many, transition_tx
+from shared.infra.settings import get_settings
 from shared.node import NodeClient
 from shared.node.amounts import btc_to_sats
 from shared.node.errors import (
@@ -40,7 +41,8 @@ class BroadcastOutcome(enum.StrEnum):
     ALREADY_KNOWN = "already_known"
     UNKNOWN = "unknown"  # timeout / dropped reply: left `signed` for the rebroadcast task
     CONFLICT_UNPROVEN = "conflict_unproven"  # inputs spent elsewhere, not (yet) confirmed
-    DEAD = "dead"  # proven dead: payout failed with the reason
+    DEAD = "dead"  # proven dead: payouts re-queued, or failed with the reason
+    DEAD_WAITING = "dead_waiting"  # proven dead; waiting for the conflict to be buried
     REJECTED = "rejected"  # the node refused it for another reason: failed with the reason
     TRANSIENT = "transient"  # refused for a passing condition (mempool full, chain limit)
 
@@ -166,32 +168,75 @@ def _mark_broadcast(session: Session, tx: Transaction, actor: str) -> None:
     )  # fmt: skip
 
 
-def mark_dead(
-    session: Session, node: NodeClient, tx: Transaction, proof: DeadProof, actor: str
-) -> None:
-    """Record a proven-dead transaction; its payouts go to `failed` with the reason.
+class DeadOutcome(enum.StrEnum):
+    REQUEUED = "requeued"  # conflict buried DEAD_DEPTH deep: payouts back to `approved`
+    FAILED = "failed"  # the spender is unknown, so its depth is too: a human decides
+    WAITING = "waiting"  # proven dead, but a reorg could still revive it: nothing moves
 
-    docs/architecture.md §5: before calling it a loss, look at what beat us. A conflicting
-    transaction that pays the payout's destination the exact amount (e.g. a released manual
-    PSBT someone broadcast themselves) means the payout WAS paid: the reason says so, so nobody
-    re-sends.
+
+def mark_dead(
+    session: Session,
+    node: NodeClient,
+    tx: Transaction,
+    proof: DeadProof,
+    actor: str,
+    dead_depth: int | None = None,
+) -> DeadOutcome:
+    """Act on a proven-dead transaction (docs/architecture.md §5.2).
+
+    Its payouts are re-queued (`-> approved`, paid again by a later batch) only once the
+    conflicting spend is DEAD_DEPTH blocks deep: a shallower reorg could bring the dead
+    transaction back, and then both would pay. Before that they wait where they are. When the
+    spender is unknown, its depth is too: the payouts fail with the reason, for a human.
+
+    Before calling it a loss, look at what beat us: a conflicting transaction that pays the
+    payout's destination the exact amount (e.g. a released manual PSBT someone broadcast
+    themselves) means the payout WAS paid: it ends `failed` saying so, so nobody re-sends.
     """
+    dead_depth = get_settings().dead_depth if dead_depth is None else dead_depth
     dead_reason = proof.reason(tx.txid)
+    depth = _conflict_depth(node, proof.conflicts)
+    if depth is not None and depth < dead_depth:
+        note = (
+            f"proven dead ({dead_reason}); its payouts are re-queued once the conflict is "
+            f"{dead_depth} blocks deep (now {depth})"
+        )
+        session.execute(
+            update(Transaction).where(Transaction.id == tx.id)
+            .values(last_error=note, updated_at=utcnow())
+        )  # fmt: skip
+        log.info("transaction %s: %s", tx.txid, note, extra={"txid": tx.txid})
+        return DeadOutcome.WAITING
     # Already `conflicted` (another run recorded the proof): the payouts' CAS below then finds
-    # them `failed` and changes nothing either.
+    # them moved on and changes nothing either.
     transition_tx(
         session, tx.id, expected=[TxState.SIGNED, TxState.BROADCAST, TxState.CONFIRMED],
         target=TxState.CONFLICTED, values={"last_error": dead_reason},
     )  # fmt: skip
+    requeue = depth is not None
     for payout in session.execute(select(Payout).where(Payout.tx_id == tx.id)).scalars():
         paid_by = _conflict_paying(node, proof.conflicts, payout.destination, payout.amount_sats)
-        reason = (
-            f"transaction {tx.txid} lost to conflicting transaction {paid_by}, which pays "
-            f"{payout.amount_sats} sats to {payout.destination}: this payout looks PAID by "
-            f"{paid_by}. Verify it on chain; do not send it again."
-            if paid_by
-            else dead_reason
-        )
+        if paid_by:
+            reason = (
+                f"transaction {tx.txid} lost to conflicting transaction {paid_by}, which pays "
+                f"{payout.amount_sats} sats to {payout.destination}: this payout looks PAID by "
+                f"{paid_by}. Verify it on chain; do not send it again."
+            )
+        elif requeue:
+            reason = (
+                f"re-queued: {dead_reason.split('. Nothing was paid', 1)[0]}, and the conflict "
+                f"is {depth} blocks deep. Nothing was paid by it; a new transaction will pay."
+            )
+            transition(
+                session, payout.id, expected=[S.SIGNED, S.BROADCAST], target=S.APPROVED,
+                actor=actor, reason=reason,
+                values={"last_error": reason, "tx_id": None, "vout": None,
+                        "fee_share_sats": None, "claimed_by": None, "claim_token": None,
+                        "lease_until": None, "attempts": 0},
+            )  # fmt: skip
+            continue
+        else:
+            reason = dead_reason
         transition(
             session,
             payout.id,
@@ -201,6 +246,14 @@ def mark_dead(
             reason=reason,
             values={"last_error": reason},
         )
+    return DeadOutcome.REQUEUED if requeue else DeadOutcome.FAILED
+
+
+def _conflict_depth(node: NodeClient, conflicts: list[str]) -> int | None:
+    """How deep the confirmed conflicting spend is; None when no known conflict is confirmed."""
+    depths = [int(chain_view(node, txid).get("confirmations", 0)) for txid in conflicts]
+    confirmed = [d for d in depths if d > 0]
+    return max(confirmed) if confirmed else None
 
 
 def _conflict_paying(
@@ -262,8 +315,9 @@ def _send_persisted(
             else:
                 _record_attempt(session, tx, f"rejected, conflict not proven: {exc.message}")
                 return BroadcastOutcome.CONFLICT_UNPROVEN
+        elif mark_dead(session, node, tx, proof, actor) == DeadOutcome.WAITING:
+            return BroadcastOutcome.DEAD_WAITING  # mark_dead noted why on the row
         else:
-            mark_dead(session, node, tx, proof, actor)
             return BroadcastOutcome.DEAD
     except (FeeTooHigh, NodeError) as exc:
         if any(marker in exc.message for marker in TRANSIENT_REJECTIONS):

@@ -8,11 +8,13 @@ from sqlalchemy.orm import Session
 
 from cli.addresses import external_address
 from shared.core.models import Payout, PayoutState, Route, Transaction, TxState
+from shared.infra.settings import get_settings
 from shared.node import NodeClient
 from shared.sending.broadcasting import BroadcastOutcome, broadcast_persisted, prove_dead
 from tests.unit.shared.factories import make_payout
 
 S = PayoutState
+DEAD_DEPTH = get_settings().dead_depth
 
 
 def signed_payout(session: Session, node: NodeClient, amount: int = 50_000) -> Transaction:
@@ -81,16 +83,36 @@ def test_only_a_confirmed_foreign_spend_proves_a_transaction_dead(
     assert proof.conflicts == [foreign] and foreign in proof.reason(tx.txid)
 
 
-def test_a_rejected_conflict_is_failed_only_with_proof(session: Session, node: NodeClient) -> None:
+def test_a_proven_dead_transaction_waits_until_the_conflict_is_buried_then_requeues(
+    session: Session, node: NodeClient
+) -> None:
     tx = signed_payout(session, node)
+    payout_id = payout_of(session, tx).id
     node.send_raw_transaction(tx.raw_hex)
-    node.call("devnode_double_spend", tx.txid)
+    foreign = node.call("devnode_double_spend", tx.txid)["txid"]
     node.generate_to_address(1, node.get_new_address())
     outcome = broadcast_persisted(session, node, tx, actor="t", max_fee_rate_sat_vb=100)
     session.commit()
+    # Dead, but one block deep: a reorg could bring it back, so nothing moves yet.
+    assert outcome == BroadcastOutcome.DEAD_WAITING
+    assert payout_of(session, tx).state == S.SIGNED
+    session.refresh(tx)
+    assert f"once the conflict is {DEAD_DEPTH} blocks deep (now 1)" in (tx.last_error or "")
+
+    node.generate_to_address(DEAD_DEPTH - 1, node.get_new_address())
+    outcome = broadcast_persisted(session, node, tx, actor="t", max_fee_rate_sat_vb=100)
+    session.commit()
     assert outcome == BroadcastOutcome.DEAD
-    payout = payout_of(session, tx)
-    assert payout.state == S.FAILED and "can never confirm" in (payout.last_error or "")
+    session.expire_all()
+    payout = session.get(Payout, payout_id)
+    assert payout is not None
+    assert (payout.state, payout.tx_id, payout.vout, payout.claim_token) == (
+        S.APPROVED, None, None, None
+    )
+    assert payout.attempts == 0
+    assert "re-queued" in (payout.last_error or "") and foreign in (payout.last_error or "")
+    session.refresh(tx)
+    assert tx.state == "conflicted"
 
 
 def test_a_conflict_that_pays_the_payout_is_reported_as_paid(
@@ -103,7 +125,7 @@ def test_a_conflict_that_pays_the_payout_is_reported_as_paid(
     twin = node.create_raw_transaction({payout.destination: 70_000}, inputs=list(tx.inputs))
     twin = node.fund_raw_transaction(twin, fee_rate_sat_vb=5, add_inputs=False).hex
     twin_txid = node.send_raw_transaction(node.sign_raw_transaction_with_wallet(twin))
-    node.generate_to_address(1, node.get_new_address())
+    node.generate_to_address(DEAD_DEPTH, node.get_new_address())
 
     assert broadcast_persisted(session, node, tx, actor="t", max_fee_rate_sat_vb=100) == (
         BroadcastOutcome.DEAD
