@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from shared.core.models import Payout, PayoutState, Transaction, TxState, utcnow
+from shared.core.models import Payout, PayoutState, Route, Transaction, TxState, utcnow
 from shared.core.state_machine import transition, transition_many, transition_tx
 from shared.infra.settings import get_settings
 from shared.node import NodeClient
@@ -214,6 +214,7 @@ def mark_dead(
         target=TxState.CONFLICTED, values={"last_error": dead_reason},
     )  # fmt: skip
     requeue = depth is not None
+    requeued = False
     for payout in session.execute(select(Payout).where(Payout.tx_id == tx.id)).scalars():
         paid_by = _conflict_paying(node, proof.conflicts, payout.destination, payout.amount_sats)
         if paid_by:
@@ -222,7 +223,9 @@ def mark_dead(
                 f"{payout.amount_sats} sats to {payout.destination}: this payout looks PAID by "
                 f"{paid_by}. Verify it on chain; do not send it again."
             )
-        elif requeue:
+        elif requeue and payout.route == Route.AUTOMATIC:
+            # Only our own batches: a manual payout's signer may hold other signed variants
+            # of its PSBT outside this system, so a human decides (it fails with the reason).
             reason = (
                 f"re-queued: {dead_reason.split('. Nothing was paid', 1)[0]}, and the conflict "
                 f"is {depth} blocks deep. Nothing was paid by it; a new transaction will pay."
@@ -234,6 +237,7 @@ def mark_dead(
                         "fee_share_sats": None, "claimed_by": None, "claim_token": None,
                         "lease_until": None, "attempts": 0},
             )  # fmt: skip
+            requeued = True
             continue
         else:
             reason = dead_reason
@@ -246,7 +250,7 @@ def mark_dead(
             reason=reason,
             values={"last_error": reason},
         )
-    return DeadOutcome.REQUEUED if requeue else DeadOutcome.FAILED
+    return DeadOutcome.REQUEUED if requeued else DeadOutcome.FAILED
 
 
 def _conflict_depth(node: NodeClient, conflicts: list[str]) -> int | None:
