@@ -205,7 +205,11 @@ def _pay_batch(claim: BatchClaim, settings: Settings, node: NodeClient) -> Resul
         try:
             signed = build_and_sign_batch(node, settings, members)
         except WaitForCoins as wait:
-            fits = largest_fundable_prefix(node, settings, members) if len(members) > 1 else 0
+            fits = (
+                largest_fundable_prefix(node, settings, members)
+                if len(members) > 1 and wait.smaller_may_fit
+                else 0
+            )
             if fits == 0:
                 _release(claim, members, wait.reason, count_attempt=False)
                 return Result(Outcome.RETRY, wait.reason, batches=1)

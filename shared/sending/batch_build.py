@@ -49,9 +49,11 @@ class WaitForCoins(Exception):
     """The wallet cannot fund this now (no funds, or its coins are at the unconfirmed-chain
     limit). Not a fault of any payout: wait for a block or a deposit."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, smaller_may_fit: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
+        # Funding refusals: fewer payouts may fit. The mempool's chain limit: no batch fits.
+        self.smaller_may_fit = smaller_may_fit
 
 
 class PayoutRefused(Exception):
@@ -139,7 +141,9 @@ def _check_mempool_accepts(node: NodeClient, signed_hex: str) -> None:
     if any(marker in details for marker in TRANSIENT_REJECTIONS) or "too-long-mempool-chain" in (
         reason
     ):
-        raise WaitForCoins(f"the mempool refuses the batch for now: {details}")
+        raise WaitForCoins(
+            f"the mempool refuses the batch for now: {details}", smaller_may_fit=False
+        )
     if reason in ("dust", "scriptpubkey") or reason.startswith("dust"):
         raise PayoutRefused(f"the node refuses to relay the payment: {details}")
     raise BuildError(f"the mempool refused the batch: {details}")
