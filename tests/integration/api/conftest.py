@@ -139,11 +139,14 @@ def keys(pg_db: str) -> dict[str, str]:
 
 @pytest.fixture
 def broker(redis_url: str) -> Iterator[redis.Redis]:
-    """The broker's Redis database with the payouts queue emptied (no worker consumes it here)."""
+    """The broker's Redis database with the payouts queue emptied (no worker consumes it here),
+    and no batch wake-up outstanding: the first automatic approval publishes, and the ones
+    after it publish nothing until a batch run claims (shared/sending/batch_signals.py)."""
     client = redis.Redis.from_url(redis_url)
-    client.delete(PAYOUTS_QUEUE)
+    wake_flags = list(client.scan_iter("batch:*:wake"))  # whatever wallet the API names
+    client.delete(PAYOUTS_QUEUE, *wake_flags)
     yield client
-    client.delete(PAYOUTS_QUEUE)
+    client.delete(PAYOUTS_QUEUE, *client.scan_iter("batch:*:wake"))
     client.close()
 
 
