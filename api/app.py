@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from api.auth import AuthenticationMiddleware
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimitMiddleware
-from api.routes import manual, ops, payouts
+from api.routes import manual, ops, payouts, transactions
 from api.routing import RouteTable
 from shared.infra.settings import get_settings
 
@@ -26,7 +26,7 @@ def create_app() -> FastAPI:
         version="1",
         description=DESCRIPTION,
     )
-    routers = (ops.router, payouts.router, manual.router)
+    routers = (ops.router, payouts.router, manual.router, transactions.router)
     for router in routers:
         app.include_router(router)  # no prefix: RouteTable matches each route's own path
     routes = RouteTable(route for router in routers for route in router.routes)

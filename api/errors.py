@@ -90,7 +90,7 @@ _DESCRIPTIONS: Mapping[int, str] = {
     "is missing (`idempotency_key_required`)",
     401: "Missing, unknown or revoked API key (`unauthorized`)",
     403: "The API key lacks the scope (`forbidden`) or four-eyes approval refuses it",
-    404: "No such payout (`not_found`)",
+    404: "No such payout or transaction (`not_found`)",
     409: "The payout is not in a state that allows this (`invalid_state`, …)",
     413: "The request body exceeds the route's size limit (`body_too_large`)",
     415: "The request body is not declared JSON (`unsupported_media_type`)",

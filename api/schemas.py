@@ -10,9 +10,10 @@ from typing import Any, Literal, overload
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from sqlalchemy.orm import Session
 
-from shared.core.models import Payout, PayoutEvent, PayoutState, Route
+from shared.core.models import Payout, PayoutEvent, PayoutState, Route, TxState
 from shared.core.validation import MAX_REASON_LENGTH
 from shared.intake.payouts import transaction_ids
+from shared.sending.transaction_views import TransactionView
 
 
 class CreatePayoutRequest(BaseModel):
@@ -52,6 +53,14 @@ class PayoutOut(BaseModel):
     lease_until: datetime | None
     attempts: int
     txid: str | None = Field(description="Id of the signed transaction paying it, once signed")
+    vout: int | None = Field(
+        description="Which output of that transaction pays it (null until signed, and for "
+        "transactions stored before batching)"
+    )
+    fee_share_sats: int | None = Field(
+        description="Its share of that transaction's fee; the shares of a transaction's "
+        "payouts add up to its fee"
+    )
     last_error: str | None
     metadata: dict[str, Any]
     created_at: datetime
@@ -88,6 +97,46 @@ class EventList(BaseModel):
     items: list[EventOut]
 
 
+class TransactionPayoutOut(BaseModel):
+    id: uuid.UUID
+    vout: int | None = Field(description="The output paying it (null for pre-batching rows)")
+    amount_sats: int
+    fee_share_sats: int | None
+
+
+class _TransactionFields(BaseModel):
+    txid: str = Field(examples=["9f" * 32])
+    state: TxState
+    fee_sats: int
+    vsize: int | None = Field(
+        description="Virtual size in vbytes (computed from the stored bytes for transactions "
+        "stored before batching; null only if those do not parse)"
+    )
+    fee_rate_sat_vb: float | None = Field(
+        description="fee_sats / vsize, rounded to 2 decimals; null when vsize is"
+    )
+    confirmations: int
+
+
+class TransactionSummaryOut(_TransactionFields):
+    payout_count: int = Field(description="How many payouts it pays")
+    created_at: datetime
+
+
+class TransactionOut(_TransactionFields):
+    payouts: list[TransactionPayoutOut] = Field(
+        description="The payouts it pays, by vout. A payout re-queued after its transaction "
+        "was proven dead is no longer listed"
+    )
+
+
+class TransactionPage(BaseModel):
+    items: list[TransactionSummaryOut]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= to get the next page; null on the last page"
+    )
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 
@@ -118,6 +167,8 @@ def payout_out(payout: Payout, txid: str | None) -> PayoutOut:
         lease_until=_utc(payout.lease_until),
         attempts=payout.attempts,
         txid=txid,
+        vout=payout.vout,
+        fee_share_sats=payout.fee_share_sats,
         last_error=payout.last_error,
         metadata=payout.metadata_ or {},
         created_at=_utc(payout.created_at),
@@ -133,6 +184,35 @@ def serialize_payout(session: Session, payout: Payout) -> PayoutOut:
 def serialize_payouts(session: Session, payouts: list[Payout]) -> list[PayoutOut]:
     txids = transaction_ids(session, payouts)  # one query for the whole page
     return [payout_out(p, txids.get(p.id)) for p in payouts]
+
+
+def _transaction_fields(view: TransactionView) -> dict[str, Any]:
+    return {
+        "txid": view.txid,
+        "state": TxState(view.state),
+        "fee_sats": view.fee_sats,
+        "vsize": view.vsize,
+        "fee_rate_sat_vb": view.fee_rate_sat_vb,
+        "confirmations": view.confirmations,
+    }
+
+
+def transaction_summary_out(view: TransactionView) -> TransactionSummaryOut:
+    return TransactionSummaryOut(
+        **_transaction_fields(view), payout_count=view.payout_count, created_at=view.created_at
+    )
+
+
+def transaction_out(view: TransactionView) -> TransactionOut:
+    return TransactionOut(
+        **_transaction_fields(view),
+        payouts=[
+            TransactionPayoutOut(
+                id=p.id, vout=p.vout, amount_sats=p.amount_sats, fee_share_sats=p.fee_share_sats
+            )
+            for p in view.payouts
+        ],
+    )
 
 
 def event_out(event: PayoutEvent) -> EventOut:

@@ -16,6 +16,7 @@ from tests.unit.shared.factories import REGTEST_P2WPKH
 
 # (method, path, json body, scope it needs, the status that proves auth let it through)
 PAYOUT = "00000000-0000-4000-8000-000000000000"
+TXID = "ab" * 32
 ENDPOINTS = [
     ("POST", "/v1/payouts", {"destination": REGTEST_P2WPKH, "amount_sats": 1000}, "creator", 201),
     ("GET", "/v1/payouts", None, "reader", 200),
@@ -23,6 +24,8 @@ ENDPOINTS = [
     ("GET", f"/v1/payouts/{PAYOUT}/events", None, "reader", 404),
     ("POST", f"/v1/payouts/{PAYOUT}/approve", None, "approver", 404),
     ("POST", f"/v1/payouts/{PAYOUT}/cancel", None, "approver", 404),
+    ("GET", "/v1/transactions", None, "reader", 200),
+    ("GET", f"/v1/transactions/{TXID}", None, "reader", 404),
 ]
 # A key that lacks the scope for each endpoint above (signer has only payouts:sign).
 WRONG_KEY = {"creator": "approver", "reader": "signer", "approver": "creator"}
@@ -120,6 +123,11 @@ AUTHENTICATED_ROUTES = [
     ("POST", f"/v1/payouts/{PAYOUT}/manual/claim", "signer"),
     ("POST", f"/v1/payouts/{PAYOUT}/manual/submit", "signer"),
     ("POST", f"/v1/payouts/{PAYOUT}/manual/release", "signer"),
+    ("GET", "/v1/transactions", "reader"),
+    ("GET", f"/v1/transactions/{TXID}", "reader"),
+    # A malformed txid is still refused for the missing key first: no 422 tells a stranger
+    # anything about the route.
+    ("GET", "/v1/transactions/not-a-txid", "reader"),
 ]
 # A key lacking the scope of each route.
 LACKS_SCOPE = {"creator": "approver", "reader": "signer", "approver": "creator", "signer": "reader"}
