@@ -6,7 +6,8 @@ Nothing is kept in a process's memory: a worker's memory is invisible to the API
   and duration) is counted in Redis hashes with HINCRBY, which every process shares (a
   histogram is one hash: a count per bucket and the sum, written in one MULTI);
 - what the database already records (states, transitions, approval→broadcast latency, the
-  oldest unpaid approval) is computed from it at scrape time;
+  oldest unpaid approval, the size of the last day's transactions) is computed from it at
+  scrape time;
 - the hot-wallet balance is asked of the node at scrape time, with a short timeout.
 
 Recording a metric must never break a payout: every Redis error is swallowed here.
@@ -34,10 +35,10 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, Float, case, cast, func, select
 from sqlalchemy.orm import Session
 
-from shared.core.models import Payout, PayoutEvent, PayoutState, Route
+from shared.core.models import Payout, PayoutEvent, PayoutState, Route, Transaction
 from shared.infra.db import session_scope
 from shared.infra.settings import get_settings
 from shared.infra.task_names import ALL_TASKS
@@ -65,6 +66,14 @@ LATENCY_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600, 24 
 # A task run: milliseconds for a lock-skipped beat job, seconds for a payout, minutes for a
 # rebroadcast or confirmation pass over a large backlog.
 TASK_DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+# Payouts per transaction: 1 (BATCH_MAX_PAYOUTS=1, or a quiet hour) up to the 1,000 cap.
+BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+# vbytes per payout: ~141 for one P2WPKH payout with change, towards an output's own size
+# (31 P2WPKH, 43 P2TR) as the batch grows.
+VBYTES_PER_PAYOUT_BUCKETS = (35, 40, 45, 50, 65, 80, 100, 125, 150, 200, 300, 500)
+# The transaction-size figures look at transactions created this recently (one index range
+# scan on ix_transactions_created, however long the table grows).
+TX_FIGURES_WINDOW_SECONDS = 24 * 3600
 # Approved, not yet on the network: the money has not left.
 UNPAID_APPROVED = (PayoutState.APPROVED, PayoutState.CLAIMED, PayoutState.SIGNED)
 
@@ -161,12 +170,20 @@ def _text(value: bytes | str) -> str:
 
 
 @dataclass(frozen=True)
+class Histogram:
+    buckets: list[tuple[float, int]]  # cumulative, last bound +Inf (its count: every sample)
+    total: float
+
+
+@dataclass(frozen=True)
 class DatabaseFigures:
     by_state: dict[str, int]
     transitions: dict[tuple[str, str], int]  # (from_state or "none", to_state) -> count
     latency_buckets: list[tuple[float, int]]  # cumulative, last bound +Inf
     latency_sum: float
     oldest_unpaid_age: dict[str, float]  # route -> seconds
+    batch_size: Histogram  # payouts per transaction, last TX_FIGURES_WINDOW_SECONDS
+    vbytes_per_payout: Histogram  # vsize / payouts, same transactions (those with a vsize)
 
 
 def read_database_figures(now: float) -> DatabaseFigures:
@@ -194,7 +211,10 @@ def read_database_figures(now: float) -> DatabaseFigures:
         ):
             if route is not None and approved_at is not None:
                 oldest[route] = max(0.0, now - _as_utc(approved_at).timestamp())
-    return DatabaseFigures(by_state, transitions, buckets, total, oldest)
+        batch_size, vbytes_per_payout = _transaction_sizes(session, now)
+    return DatabaseFigures(
+        by_state, transitions, buckets, total, oldest, batch_size, vbytes_per_payout
+    )
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -240,6 +260,53 @@ def _approval_to_broadcast(session: Session) -> tuple[list[tuple[float, int]], f
     count, total, *within = row
     buckets = [(float(b), int(n)) for b, n in zip(LATENCY_BUCKETS, within, strict=True)]
     return [*buckets, (float("inf"), int(count))], float(total)
+
+
+def _cumulative(bounds: tuple[float, ...], within: list[Any], count: Any, total: Any) -> Histogram:
+    buckets = [(float(b), int(n or 0)) for b, n in zip(bounds, within, strict=True)]
+    return Histogram([*buckets, (float("inf"), int(count or 0))], float(total or 0))
+
+
+def _transaction_sizes(session: Session, now: float) -> tuple[Histogram, Histogram]:
+    """Payouts per transaction and vbytes per payout, over the transactions created in the
+    last TX_FIGURES_WINDOW_SECONDS that still pay a payout (a dead batch's re-queued payouts
+    no longer point at it). Counted in SQL, one row back. A row without a vsize (stored
+    before migration 0003) counts in the batch size only."""
+    since = datetime.fromtimestamp(now - TX_FIGURES_WINDOW_SECONDS, UTC)
+    per_tx = (
+        select(Transaction.vsize.label("vsize"), func.count(Payout.id).label("n"))
+        .join(Payout, Payout.tx_id == Transaction.id)
+        .where(Transaction.created_at >= since)
+        .group_by(Transaction.id, Transaction.vsize)
+        .subquery()
+    )
+    size = per_tx.c.n
+    per_payout = cast(per_tx.c.vsize, Float) / size  # NULL without a vsize
+    row = session.execute(
+        select(
+            func.count(),
+            func.coalesce(func.sum(size), 0),
+            *(
+                func.coalesce(func.sum(case((size <= b, 1), else_=0)), 0)
+                for b in BATCH_SIZE_BUCKETS
+            ),
+            func.count(per_payout),
+            func.coalesce(func.sum(per_payout), 0.0),
+            *(
+                func.coalesce(func.sum(case((per_payout <= b, 1), else_=0)), 0)
+                for b in VBYTES_PER_PAYOUT_BUCKETS
+            ),
+        ).select_from(per_tx)
+    ).one()
+    transactions, payouts, *rest = row
+    size_within, (sampled, vbytes, *vbytes_within) = (
+        rest[: len(BATCH_SIZE_BUCKETS)],
+        rest[len(BATCH_SIZE_BUCKETS) :],
+    )
+    return (
+        _cumulative(BATCH_SIZE_BUCKETS, size_within, transactions, payouts),
+        _cumulative(VBYTES_PER_PAYOUT_BUCKETS, vbytes_within, sampled, vbytes),
+    )
 
 
 class PayoutsCollector(Collector):
@@ -373,7 +440,20 @@ def database_metrics(figures: DatabaseFigures) -> list[Metric]:
     )
     for route, age in sorted(figures.oldest_unpaid_age.items()):
         oldest.add_metric([route], age)
-    return [by_state, transitions, latency, oldest]
+    batch_size = HistogramMetricFamily(
+        "payouts_batch_size",
+        "Payouts per transaction, over the transactions created in the last 24 h that pay any",
+        buckets=[(_le(bound), count) for bound, count in figures.batch_size.buckets],
+        sum_value=figures.batch_size.total,
+    )
+    vbytes = HistogramMetricFamily(
+        "payouts_tx_vbytes_per_payout",
+        "Virtual size of a transaction divided by the payouts it pays, over the same "
+        "transactions (those stored with their vsize)",
+        buckets=[(_le(bound), count) for bound, count in figures.vbytes_per_payout.buckets],
+        sum_value=figures.vbytes_per_payout.total,
+    )
+    return [by_state, transitions, latency, oldest, batch_size, vbytes]
 
 
 def _le(bound: float) -> str:

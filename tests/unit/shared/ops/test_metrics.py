@@ -15,7 +15,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session
 
-from shared.core.models import PayoutEvent, PayoutState, Route
+from shared.core.models import PayoutEvent, PayoutState, Route, Transaction
 from shared.infra.db import session_scope
 from shared.node.errors import NodeUnavailable
 from shared.ops import metrics
@@ -85,6 +85,20 @@ def broadcast_after(session: Session, seconds: float) -> None:
     """A payout approved at NOW and broadcast `seconds` later."""
     payout = make_payout(session, state=S.BROADCAST, approved_at=NOW, route=Route.AUTOMATIC)
     add_event(session, payout.id, S.SIGNED, S.BROADCAST, NOW + timedelta(seconds=seconds))
+
+
+def add_transaction(
+    session: Session, payouts: int, vsize: int | None, created_at: datetime = NOW
+) -> None:
+    """A transaction created at `created_at` paying `payouts` payouts."""
+    tx = Transaction(
+        txid=uuid.uuid4().hex * 2, raw_hex="00", fee_sats=1_000, vsize=vsize, inputs=[],
+        created_at=created_at,
+    )  # fmt: skip
+    session.add(tx)
+    session.commit()
+    for vout in range(payouts):
+        make_payout(session, state=S.BROADCAST, tx_id=tx.id, vout=vout, fee_share_sats=1)
 
 
 class TestRecording:
@@ -202,6 +216,67 @@ class TestDatabaseFigures:
         assert figures.oldest_unpaid_age == {"automatic": 0.0, "manual": 0.0}
 
 
+class TestTransactionSizes:
+    def test_batch_size_counts_payouts_per_transaction_cumulatively(self, db: None) -> None:
+        with session_scope() as session:
+            for payouts in (1, 1, 3, 100, 250):
+                add_transaction(session, payouts, vsize=1_000, created_at=NOW - timedelta(hours=1))
+
+        figures = metrics.read_database_figures(NOW.timestamp())
+
+        buckets = dict(figures.batch_size.buckets)
+        assert (buckets[1.0], buckets[2.0], buckets[5.0], buckets[100.0]) == (2, 2, 3, 4)
+        assert buckets[200.0] == 4 and buckets[500.0] == 5 and buckets[float("inf")] == 5
+        assert figures.batch_size.total == 1 + 1 + 3 + 100 + 250
+
+    def test_vbytes_per_payout_divides_each_transactions_vsize_by_its_payouts(
+        self, db: None
+    ) -> None:
+        with session_scope() as session:
+            add_transaction(session, 1, vsize=141)  # one payout with change
+            add_transaction(session, 3, vsize=300)  # 100 each
+            add_transaction(session, 100, vsize=3_400)  # 34 each
+            add_transaction(session, 7, vsize=None)  # stored before migration 0003
+
+        figures = metrics.read_database_figures(NOW.timestamp())
+
+        buckets = dict(figures.vbytes_per_payout.buckets)
+        assert (buckets[35.0], buckets[100.0], buckets[150.0]) == (1, 2, 3)
+        assert buckets[float("inf")] == 3  # the row without a vsize is not a sample
+        assert figures.vbytes_per_payout.total == pytest.approx(141 + 100 + 34)
+        assert dict(figures.batch_size.buckets)[float("inf")] == 4  # but it has a batch size
+
+    def test_only_the_last_24_hours_count(self, db: None) -> None:
+        with session_scope() as session:
+            add_transaction(session, 2, vsize=200, created_at=NOW - timedelta(hours=23, minutes=59))
+            add_transaction(session, 9, vsize=900, created_at=NOW - timedelta(hours=24, minutes=1))
+            add_transaction(session, 50, vsize=2_000, created_at=NOW - timedelta(days=30))
+
+        figures = metrics.read_database_figures(NOW.timestamp())
+
+        assert dict(figures.batch_size.buckets)[float("inf")] == 1
+        assert figures.batch_size.total == 2
+        assert figures.vbytes_per_payout.total == pytest.approx(100)
+
+    def test_a_transaction_that_pays_no_payout_any_more_is_left_out(self, db: None) -> None:
+        # A dead batch whose payouts were re-queued: they no longer point at it.
+        with session_scope() as session:
+            add_transaction(session, 0, vsize=500)
+
+        figures = metrics.read_database_figures(NOW.timestamp())
+
+        assert dict(figures.batch_size.buckets)[float("inf")] == 0
+        assert dict(figures.vbytes_per_payout.buckets)[float("inf")] == 0
+
+    def test_no_transactions_read_as_empty_histograms(self, db: None) -> None:
+        figures = metrics.read_database_figures(NOW.timestamp())
+
+        assert all(count == 0 for _, count in figures.batch_size.buckets)
+        assert all(count == 0 for _, count in figures.vbytes_per_payout.buckets)
+        assert (figures.batch_size.total, figures.vbytes_per_payout.total) == (0, 0)
+        assert [b for b, _ in figures.batch_size.buckets][-1] == float("inf")
+
+
 class TestScrape:
     def test_all_families_are_exposed_with_every_source_up(
         self, counters: fakeredis.FakeRedis, db: None, node: type[FakeNode]
@@ -221,12 +296,36 @@ class TestScrape:
             "payouts_approval_to_broadcast_seconds_sum",
             "payouts_oldest_unpaid_approval_age_seconds",
             "payouts_hot_wallet_balance_sats",
+            "payouts_batch_size_bucket",
+            "payouts_batch_size_count",
+            "payouts_batch_size_sum",
+            "payouts_tx_vbytes_per_payout_bucket",
+            "payouts_tx_vbytes_per_payout_count",
+            "payouts_tx_vbytes_per_payout_sum",
         } <= names
         assert samples[("payouts_by_state", (("state", "broadcast"),))] == 1
         assert samples[("payouts_approval_to_broadcast_seconds_count", ())] == 1
         assert samples[("payouts_hot_wallet_balance_sats", ())] == 123_456
         for source in ("database", "redis", "node"):
             assert samples[("payouts_metrics_source_up", (("source", source),))] == 1
+
+    def test_the_transaction_size_histograms_as_prometheus_reads_them(
+        self, counters: fakeredis.FakeRedis, db: None, node: type[FakeNode]
+    ) -> None:
+        with session_scope() as session:
+            add_transaction(session, 3, vsize=300, created_at=datetime.now(UTC))
+
+        samples = scrape(PayoutsCollector())
+
+        assert samples[("payouts_batch_size_count", ())] == 1
+        assert samples[("payouts_batch_size_sum", ())] == 3
+        assert samples[("payouts_batch_size_bucket", (("le", "2.0"),))] == 0
+        assert samples[("payouts_batch_size_bucket", (("le", "5.0"),))] == 1
+        assert samples[("payouts_tx_vbytes_per_payout_count", ())] == 1
+        assert samples[("payouts_tx_vbytes_per_payout_sum", ())] == pytest.approx(100)
+        assert samples[("payouts_tx_vbytes_per_payout_bucket", (("le", "80.0"),))] == 0
+        assert samples[("payouts_tx_vbytes_per_payout_bucket", (("le", "100.0"),))] == 1
+        assert samples[("payouts_tx_vbytes_per_payout_bucket", (("le", "+Inf"),))] == 1
 
     def test_a_node_outage_serves_the_last_balance_and_marks_the_node_down(
         self, counters: fakeredis.FakeRedis, db: None, node: type[FakeNode]
