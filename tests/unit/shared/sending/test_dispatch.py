@@ -12,6 +12,7 @@ import fakeredis
 import pytest
 
 from shared.infra.settings import get_settings, reset_settings_cache
+from shared.infra.task_names import RUN_BATCHES
 from shared.sending import dispatch
 from shared.sending.batch_signals import BatchSignals, wallet_name
 
@@ -109,7 +110,7 @@ def test_interval_mode_puts_the_batch_run_on_beat() -> None:
     on = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     off = subprocess.run([sys.executable, "-c", probe], env={"PATH": "/usr/bin:/bin"},
                          capture_output=True, text=True)  # fmt: skip
-    assert on.stdout.strip() == "('payouts.run_batches', 45.0)", on.stderr
+    assert on.stdout.strip() == str((RUN_BATCHES.name, 45.0)), on.stderr
     assert off.stdout.strip() == "None", off.stderr
 
 
