@@ -197,6 +197,18 @@ class DemoFlow:
         result: dict[str, Any] = reply.json()
         return result
 
+    def show_transaction(self, txid: str) -> None:
+        reply = self.http.get(f"/v1/transactions/{txid}", headers=self._as("backend"))
+        if reply.status_code != 200:
+            say(f"   GET /v1/transactions/{txid}: HTTP {reply.status_code}")
+            return
+        tx = reply.json()
+        count = len(tx["payouts"])
+        per_payout = tx["vsize"] / count if count and tx.get("vsize") else float("nan")
+        say(f"   transaction {txid}: {count} payouts, {tx['vsize']} vB ({per_payout:.1f} vB "
+            f"per payout), fee {tx['fee_sats']} sats at {tx['fee_rate_sat_vb']} sat/vB"
+            )  # fmt: skip
+
     def wait_state(self, payout_id: str, states: set[str], timeout: float = 60) -> dict[str, Any]:
         seen: dict[str, Any] = {}
 
@@ -246,10 +258,15 @@ class DemoFlow:
         say(f"   HTTP {refused.status_code} {error.get('code')}: {error.get('message')}")
         refused_ok = refused.status_code == 409 and error.get("code") == "claimed_by_worker"
 
-        say("-- 4. workers pay each automatic payout once")
+        say("-- 4. workers pay each automatic payout once, batched: one transaction, many payouts")
+        txids: dict[str, int] = {}
         for payout in autos:
             done = self.wait_state(payout["id"], {"broadcast", "confirmed"})
-            say(f"   {payout['id']}  {done['state']:<9} txid {done['txid']}")
+            say(f"   {payout['id']}  {done['state']:<9} txid {done['txid']} output "
+                f"{done.get('vout')} fee share {done.get('fee_share_sats')} sats")  # fmt: skip
+            txids[done["txid"]] = txids.get(done["txid"], 0) + 1
+        for txid in txids:
+            self.show_transaction(txid)
 
         from shared.sending.dispatch import enqueue_process_payout
 
