@@ -71,8 +71,8 @@ POLL_SECONDS = 0.25
 LIGHT_POLL_SECONDS = 0.005
 IDLE_TIMEOUT_SECONDS = 60
 S = PayoutState
-DONE = (S.BROADCAST, S.CONFIRMED)
 STUCK = (S.FAILED, S.CANCELLED)
+NOT_DONE = [s for s in S if s not in (S.BROADCAST, S.CONFIRMED)]
 
 
 @dataclass(frozen=True)
@@ -155,22 +155,25 @@ class Burst:
                 session.execute(insert(PayoutEvent), events[start:start + ROWS_PER_INSERT])
         self.ids = [row["id"] for row in payouts]
 
-    def states(self) -> dict[str, int]:
+    def not_done(self) -> dict[str, int]:
+        """This burst's payouts by state, for the states short of `broadcast` only: the
+        (state, created_at) index finds those, so a poll costs the unpaid rows, not the
+        table (the bench polls while it is measured, on the same cores)."""
         with session_scope() as session:
             rows = session.execute(
                 select(Payout.state, func.count())
-                .where(Payout.created_by == self.creator)
+                .where(Payout.state.in_(NOT_DONE), Payout.created_by == self.creator)
                 .group_by(Payout.state)
             )
             return {str(state): int(n) for state, n in rows}
 
     def wait_paid(self, timeout: float, interval: float = POLL_SECONDS) -> None:
         def all_broadcast() -> bool:
-            states = self.states()
+            states = self.not_done()
             stuck = {s: n for s, n in states.items() if s in STUCK}
             if stuck:
                 raise RuntimeError(f"payouts ended without being sent: {stuck}")
-            return sum(states.get(s, 0) for s in DONE) == self.count
+            return not states
 
         wait_until(all_broadcast, timeout, f"{self.count} payouts to reach broadcast", interval)
 
