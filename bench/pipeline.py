@@ -68,6 +68,7 @@ FEE_ALLOWANCE_SATS = 100_000
 # Per payout, generously: the simulated node adds no latency, so a payout taking longer than
 # this means the pipeline is stuck (and the run should stop, not hang).
 SECONDS_PER_PAYOUT_LIMIT = 0.5
+REPEAT_MAX_TRANSACTIONS = 250
 # Warm-up bursts at most (each one batch of 2 payouts) until every worker has run a batch.
 WARM_UP_ROUNDS = 20
 POLL_SECONDS = 0.25
@@ -94,6 +95,13 @@ def funding_for(batches: int, batch_size: int) -> Funding:
 
 def batches_for(payouts: int, batch_size: int) -> int:
     return math.ceil(payouts / batch_size)
+
+
+def repeats_for(payouts: int, batch_size: int, repeat: int) -> int:
+    """Bursts of more than REPEAT_MAX_TRANSACTIONS transactions run once: at batch 1 a burst
+    of 2,000 is 2,000 transactions, minutes of wall time, and each repetition on the same node
+    would find a mempool 2,000 transactions longer than the one before."""
+    return repeat if batches_for(payouts, batch_size) <= REPEAT_MAX_TRANSACTIONS else 1
 
 
 @dataclass(frozen=True)
@@ -341,6 +349,7 @@ def run_pipeline(
     """The bursts of one batch size on a node of its own: every configuration starts from the
     same wallet (the simulated node's coin selection scans the whole wallet history, so a
     shared node would make later runs slower for reasons that are not the pipeline's)."""
+    repeat = repeats_for(payouts, batch_size, repeat)
     batches = repeat * batches_for(payouts, batch_size) + WARM_UP_ROUNDS + light_load
     funding = funding_for(batches, batch_size)
     client = redis.Redis.from_url(get_settings().redis_url, socket_timeout=10)

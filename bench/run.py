@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.api_load import run_api_load
 from bench.baseline import run_baseline
-from bench.pipeline import PipelineResult, run_pipeline
+from bench.pipeline import REPEAT_MAX_TRANSACTIONS, PipelineResult, run_pipeline
 from bench.report import RATIO_BATCH, Results, markdown, summary_lines, write_json
 from bench.services import (
     DEFAULT_POSTGRES_ADMIN_URL,
@@ -92,9 +92,10 @@ def parser() -> argparse.ArgumentParser:
                    f"{BENCH_WINDOW_SECONDS}; see bench/README.md)")
     p.add_argument("--workers", type=_positive, default=2,
                    help="W, worker processes of every run (default 2)")
-    p.add_argument("--repeat", type=_positive, default=1,
-                   help="repetitions of every burst at each batch size and of the no-op burst; "
-                   "the median one is reported (default 1)")
+    p.add_argument("--repeat", type=_positive, default=3,
+                   help="repetitions of the no-op burst and of the pipeline burst at each batch "
+                   f"size (once when that is over {REPEAT_MAX_TRANSACTIONS} transactions, e.g. "
+                   "batch 1); the median one is reported (default 3)")
     p.add_argument("--one-in-flight", type=_non_negative, default=20,
                    help=f"items measured one at a time on an idle queue, the pipeline's at batch "
                    f"{RATIO_BATCH} or the largest size run (default 20; 0 skips the pipeline's)")

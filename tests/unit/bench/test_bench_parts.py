@@ -18,6 +18,7 @@ from bench.pipeline import (
     PipelineResult,
     batches_for,
     funding_for,
+    repeats_for,
 )
 from bench.report import RATIO_BATCH, Results, markdown, summary_lines
 from bench.run import light_batch, parser
@@ -145,6 +146,9 @@ class TestFunding:
     def test_batches_round_up(self) -> None:
         assert (batches_for(2000, 250), batches_for(2001, 250), batches_for(3, 10)) == (8, 9, 1)
 
+    def test_bursts_of_thousands_of_transactions_run_once(self) -> None:
+        assert [repeats_for(2000, size, 3) for size in (1, 10, 50)] == [1, 3, 3]
+
 
 class TestArguments:
     def test_defaults_are_the_issues_run(self) -> None:
@@ -152,6 +156,7 @@ class TestArguments:
         assert (args.payouts, args.batch_sizes, args.burst) == (2000, [1, 10, 50, 100, 250],
                                                                 10_000)  # fmt: skip
         assert (args.burst_batch, args.workers, args.batch_window) == (RATIO_BATCH, 2, 0.2)
+        assert args.repeat == 3
         assert args.json.name == "results.json" and args.json.parent.name == "bench"
 
     def test_batch_sizes_are_sorted_once_each(self) -> None:
