@@ -99,6 +99,7 @@ class MempoolEntry:
     weight: int
     time: int
     height: int  # chain height when it entered
+    unbroadcast: bool = True  # submitted here (RPC/wallet), never announced to a peer
 
 
 def merkle_root(hashes: list[bytes]) -> bytes:
@@ -263,10 +264,12 @@ class Mempool:
     entries: dict[str, MempoolEntry] = field(default_factory=dict)  # insertion = topological
     spends: dict[Outpoint, str] = field(default_factory=dict)  # outpoint -> spending txid
 
-    def add(self, tx: Transaction, fee: int, height: int) -> MempoolEntry:
+    def add(self, tx: Transaction, fee: int, height: int, *, unbroadcast: bool = True) -> (
+        MempoolEntry
+    ):
         entry = MempoolEntry(
             tx=tx, txid=txid_of(tx), wtxid=wtxid_of(tx), fee=fee, vsize=vsize_of(tx),
-            weight=weight_of(tx), time=int(time.time()), height=height,
+            weight=weight_of(tx), time=int(time.time()), height=height, unbroadcast=unbroadcast,
         )
         self.entries[entry.txid] = entry
         for outpoint in outpoints_of(tx):
@@ -292,7 +295,9 @@ class Mempool:
         entry = self.entries.get(txid)
         if entry is None:
             return []
-        found = {self.spends.get((txid, n)) for n in range(len(entry.tx.vout))}
+        found = {c for n in range(len(entry.tx.vout)) if (c := self.spends.get((txid, n)))}
+        if len(found) <= 1:
+            return list(found)
         return [child for child in self.entries if child in found]
 
     def parents(self, txid: str) -> list[str]:
@@ -309,6 +314,21 @@ class Mempool:
                 seen[child] = None
                 stack.extend(self.children(child))
         return [t for t in self.entries if t in seen]
+
+    def descendant_totals(self, txid: str) -> tuple[int, int]:
+        """(count, vsize) of `txid` with all its in-mempool descendants, as Core keeps them
+        on each entry (GetCountWithDescendants / GetSizeWithDescendants)."""
+        seen = {txid}
+        stack = [txid]
+        size = 0
+        while stack:
+            current = stack.pop()
+            size += self.entries[current].vsize
+            for child in self.children(current):
+                if child not in seen:
+                    seen.add(child)
+                    stack.append(child)
+        return len(seen), size
 
     def ancestors(self, txid: str) -> list[str]:
         seen: set[str] = set()

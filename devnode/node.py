@@ -85,14 +85,16 @@ class Node:
     def test_accept(self, tx: Transaction) -> Verdict:
         return evaluate(self.chain, self.mempool, tx, full_rbf=self.full_rbf)
 
-    def accept(self, tx: Transaction, verdict: Verdict | None = None) -> Verdict:
-        """Add `tx` to the mempool (evicting what it replaces) or return the rejection."""
+    def accept(self, tx: Transaction, verdict: Verdict | None = None, *,
+               unbroadcast: bool = True) -> Verdict:
+        """Add `tx` to the mempool (evicting what it replaces) or return the rejection.
+        `unbroadcast`: submitted here (RPC or wallet) rather than relayed by a peer."""
         verdict = verdict or self.test_accept(tx)
         if not verdict.ok:
             return verdict
         for txid in reversed(verdict.replaced):
             self.mempool.remove(txid)
-        self.mempool.add(tx, verdict.fee or 0, self.chain.height)
+        self.mempool.add(tx, verdict.fee or 0, self.chain.height, unbroadcast=unbroadcast)
         self._notify(tx, verdict.replaced[:1] if verdict.replaced else None)
         return verdict
 
@@ -155,16 +157,20 @@ class Node:
         disconnected = [self.chain.disconnect_tip() for _ in range(depth)]
         resurrect = [tx for block in reversed(disconnected) for tx in block.txs
                      if not is_coinbase(tx)]
-        previous = [entry.tx for entry in self.mempool.entries.values()]
+        previous = [(entry.tx, entry.unbroadcast) for entry in self.mempool.entries.values()]
         self.mempool.entries.clear()
         self.mempool.spends.clear()
         dropped: list[str] = []
-        for tx in resurrect + previous:
-            # Fees were paid once already; like bitcoind's reorg path, skip fee policy.
+        again = [(tx, False, True) for tx in resurrect]
+        again += [(tx, unbroadcast, False) for tx, unbroadcast in previous]
+        for tx, unbroadcast, from_block in again:
+            # Fees were paid once already; like bitcoind's reorg path, skip fee policy. The
+            # chain limits apply to the block's transactions as they come back (ATMP), not
+            # to what was already in the mempool (Core re-links those without checking).
             verdict = evaluate(self.chain, self.mempool, tx, full_rbf=self.full_rbf,
-                               check_fees=False)
+                               check_fees=False, check_limits=from_block)
             if verdict.ok:
-                self.mempool.add(tx, verdict.fee or 0, self.chain.height)
+                self.mempool.add(tx, verdict.fee or 0, self.chain.height, unbroadcast=unbroadcast)
             else:
                 dropped.append(verdict.txid)
         hashes = self.mine(depth + 1, self._burn_script, exclude=exclude)

@@ -1,13 +1,18 @@
 """Mempool acceptance (bitcoind's AcceptToMemoryPool, in its order of checks).
 
-Each rejection carries bitcoind's reject reason (`state.ToString()`), which is what
-`sendrawtransaction` puts in the error message and `testmempoolaccept` in `reject-reason`.
-Replacement follows Core 28+ full-RBF by default (BIP125 rules 2-4 and 6).
+Each rejection carries bitcoind's `state.ToString()` (reject reason, then ", " and the debug
+message when there is one): `sendrawtransaction` puts it in the error message,
+`testmempoolaccept` splits it into `reject-reason` and `reject-details`.
+Replacement follows Core 28+ full-RBF by default (BIP125 rules 2-4 and 6). The ancestor and
+descendant limits are Core 29's defaults (25 transactions, 101,000 vB), computed and worded
+like txmempool.cpp's CalculateAncestorsAndCheckLimits, with PreChecks' single-conflict RBF
+allowance and CPFP carve-out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 
 from embit.transaction import Transaction
 
@@ -34,6 +39,9 @@ MIN_RELAY_SAT_KVB = 1000
 INCREMENTAL_RELAY_SAT_KVB = 1000
 MAX_STANDARD_TX_WEIGHT = 400_000
 MAX_REPLACEMENT_CANDIDATES = 100
+MAX_DUST_OUTPUTS_PER_TX = 1  # Core 29: one dust output is standard, if the tx pays no fee
+EXTRA_DESCENDANT_TX_SIZE_LIMIT = 10_000  # vB, the CPFP carve-out's size bound
+TRUC_VERSION = 3
 STANDARD_SCRIPT_TYPES = {
     "pubkeyhash", "scripthash", "witness_v0_keyhash", "witness_v0_scripthash",
     "witness_v1_taproot", "nulldata", "pubkey", "multisig", "witness_unknown",
@@ -72,6 +80,120 @@ class Verdict:
     @property
     def error_code(self) -> int:
         return RPC_TRANSACTION_ERROR if self.missing_inputs else RPC_TRANSACTION_REJECTED
+
+
+@dataclass(frozen=True)
+class Limits:
+    """-limitancestorcount / -limitancestorsize / -limitdescendantcount /
+    -limitdescendantsize, sizes in vB (Core 29 defaults)."""
+
+    ancestor_count: int = 25
+    ancestor_size_vb: int = 101_000
+    descendant_count: int = 25
+    descendant_size_vb: int = 101_000
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class ChainLimitError(Exception):
+    """One of txmempool.cpp's limit messages, e.g. `too many unconfirmed ancestors [limit: 25]`."""
+
+
+def _core_order(txid: str) -> bytes:
+    # std::set<..., CompareIteratorByHash> orders by uint256, compared on its internal
+    # (little-endian) bytes: the displayed hex reversed.
+    return bytes.fromhex(txid)[::-1]
+
+
+def mempool_parents(mempool: Mempool, tx: Transaction, limits: Limits, entry_count: int = 1) -> (
+    set[str]
+):
+    """The in-mempool parents of `tx` (CalculateMemPoolAncestors' parent search)."""
+    parents: set[str] = set()
+    for txid, _ in outpoints_of(tx):
+        if txid in mempool.entries:
+            parents.add(txid)
+            if len(parents) + entry_count > limits.ancestor_count:
+                raise ChainLimitError(
+                    f"too many unconfirmed parents [limit: {limits.ancestor_count}]")
+    return parents
+
+
+def ancestors_within_limits(mempool: Mempool, parents: Iterable[str], entry_vsize: int,
+                            entry_count: int, limits: Limits) -> set[str]:
+    """CTxMemPool::CalculateAncestorsAndCheckLimits: walk up from the parents, failing on
+    the first ancestor whose descendants, or the ancestor set itself, would grow too big."""
+    staged = set(parents)
+    ancestors: set[str] = set()
+    total_vsize = entry_vsize
+    while staged:
+        stage = min(staged, key=_core_order)
+        staged.discard(stage)
+        ancestors.add(stage)
+        total_vsize += mempool.entries[stage].vsize
+        count, size = mempool.descendant_totals(stage)
+        if size + entry_vsize > limits.descendant_size_vb:
+            raise ChainLimitError(f"exceeds descendant size limit for tx {stage} "
+                                  f"[limit: {limits.descendant_size_vb}]")
+        if count + entry_count > limits.descendant_count:
+            raise ChainLimitError(f"too many descendants for tx {stage} "
+                                  f"[limit: {limits.descendant_count}]")
+        if total_vsize > limits.ancestor_size_vb:
+            raise ChainLimitError(f"exceeds ancestor size limit [limit: {limits.ancestor_size_vb}]")
+        for parent in mempool.parents(stage):
+            if parent not in ancestors:
+                staged.add(parent)
+            if len(staged) + len(ancestors) + entry_count > limits.ancestor_count:
+                raise ChainLimitError(
+                    f"too many unconfirmed ancestors [limit: {limits.ancestor_count}]")
+    return ancestors
+
+
+def check_chain_limits(mempool: Mempool, tx: Transaction, vsize: int,
+                       limits: Limits = DEFAULT_LIMITS) -> None:
+    """The wallet's last check before it hands out a transaction (-walletrejectlongchains,
+    interfaces::Chain::checkChainLimits -> CTxMemPool::CheckPackageLimits of the one tx).
+    It does not know about replacements: a bump of a chain's youngest transaction counts
+    the original as still there. Raises ChainLimitError with Core's "possibly ..." text."""
+    if vsize > limits.ancestor_size_vb:
+        raise ChainLimitError(f"package size {vsize} exceeds ancestor size limit "
+                              f"[limit: {limits.ancestor_size_vb}]")
+    if vsize > limits.descendant_size_vb:
+        raise ChainLimitError(f"package size {vsize} exceeds descendant size limit "
+                              f"[limit: {limits.descendant_size_vb}]")
+    parents = mempool_parents(mempool, tx, limits)
+    try:
+        ancestors_within_limits(mempool, parents, vsize, 1, limits)
+    except ChainLimitError as exc:
+        raise ChainLimitError(f"possibly {exc}") from None
+
+
+def _check_mempool_limits(mempool: Mempool, verdict: Verdict, conflicts: list[str]) -> None:
+    """PreChecks' ancestor calculation: Core's limits, loosened for a replacement of exactly
+    one transaction (by that transaction and its descendants) and for the CPFP carve-out."""
+    limits = DEFAULT_LIMITS
+    if len(conflicts) == 1:
+        _, conflict_size = mempool.descendant_totals(conflicts[0])
+        limits = replace(limits, descendant_count=limits.descendant_count + 1,
+                         descendant_size_vb=limits.descendant_size_vb + conflict_size)
+    try:
+        parents = mempool_parents(mempool, verdict.tx, limits)
+        ancestors_within_limits(mempool, parents, verdict.vsize, 1, limits)
+        return
+    except ChainLimitError as exc:
+        error = f"too-long-mempool-chain, {exc}"
+    if verdict.vsize > EXTRA_DESCENDANT_TX_SIZE_LIMIT or verdict.tx.version == TRUC_VERSION:
+        raise Reject(error)
+    carve_out = Limits(ancestor_count=2, ancestor_size_vb=limits.ancestor_size_vb,
+                       descendant_count=limits.descendant_count + 1,
+                       descendant_size_vb=limits.descendant_size_vb
+                       + EXTRA_DESCENDANT_TX_SIZE_LIMIT)
+    try:
+        parents = mempool_parents(mempool, verdict.tx, carve_out)
+        ancestors_within_limits(mempool, parents, verdict.vsize, 1, carve_out)
+    except ChainLimitError:
+        raise Reject(error) from None
 
 
 class Reject(Exception):
@@ -117,12 +239,17 @@ def check_standard(tx: Transaction) -> None:
             raise Reject("scriptpubkey")
         if kind == "nulldata":
             data_outputs += 1
-        elif out.value < dust_threshold(script):
-            raise Reject("dust")
     if data_outputs > 1:
         raise Reject("multi-op-return")
+    if dust_outputs(tx) > MAX_DUST_OUTPUTS_PER_TX:
+        raise Reject("dust")
     if stripped_size(tx) < 65:
         raise Reject("tx-size-small")
+
+
+def dust_outputs(tx: Transaction) -> int:
+    """GetDust at the default dust relay fee (an OP_RETURN output is never dust)."""
+    return sum(1 for out in tx.vout if out.value < dust_threshold(bytes(out.script_pubkey.data)))
 
 
 def is_final(tx: Transaction, height: int, mtp: int) -> bool:
@@ -135,12 +262,13 @@ def is_final(tx: Transaction, height: int, mtp: int) -> bool:
 
 
 def evaluate(chain: Chain, mempool: Mempool, tx: Transaction, *, full_rbf: bool = True,
-             check_fees: bool = True) -> Verdict:
+             check_fees: bool = True, check_limits: bool = True) -> Verdict:
     """Run every acceptance check without changing anything."""
     verdict = Verdict(tx=tx, txid=txid_of(tx), wtxid=wtxid_of(tx), vsize=vsize_of(tx),
                       weight=weight_of(tx))
     try:
-        _evaluate(chain, mempool, tx, verdict, full_rbf=full_rbf, check_fees=check_fees)
+        _evaluate(chain, mempool, tx, verdict, full_rbf=full_rbf, check_fees=check_fees,
+                  check_limits=check_limits)
     except Reject as rejected:
         verdict.reason = rejected.reason
         verdict.missing_inputs = rejected.missing
@@ -148,7 +276,7 @@ def evaluate(chain: Chain, mempool: Mempool, tx: Transaction, *, full_rbf: bool 
 
 
 def _evaluate(chain: Chain, mempool: Mempool, tx: Transaction, verdict: Verdict, *,
-              full_rbf: bool, check_fees: bool) -> None:
+              full_rbf: bool, check_fees: bool, check_limits: bool) -> None:
     check_transaction(tx)
     if is_coinbase(tx):
         raise Reject("coinbase")
@@ -205,12 +333,17 @@ def _evaluate(chain: Chain, mempool: Mempool, tx: Transaction, verdict: Verdict,
         )
     fee = value_in - value_out
     verdict.fee = fee
+    # PreCheckEphemeralTx: the one dust output IsStandardTx lets through needs a 0-fee tx.
+    if fee != 0 and dust_outputs(tx):
+        raise Reject("dust, tx with dust output must be 0-fee")
     if check_fees:
         minimum = fee_for(MIN_RELAY_SAT_KVB, verdict.vsize)
         if fee < minimum:
             raise Reject(f"min relay fee not met, {fee} < {minimum}")
-        if conflicts:
-            _check_replacement(mempool, verdict, coins, outpoints, conflicts, evicted)
+    if check_limits:
+        _check_mempool_limits(mempool, verdict, conflicts)
+    if check_fees and conflicts:
+        _check_replacement(mempool, verdict, coins, outpoints, conflicts, evicted)
     verdict.replaced = evicted
 
     for index, coin in enumerate(coins):

@@ -176,7 +176,7 @@ def mempool_entry_json(ctx: Context, entry: MempoolEntry) -> dict[str, Any]:
                  "descendant": btc(entry.fee + sum(e.fee for e in desc))},
         "depends": pool.parents(entry.txid), "spentby": pool.children(entry.txid),
         "bip125-replaceable": signals_rbf(entry.tx) or any(signals_rbf(e.tx) for e in anc),
-        "unbroadcast": False,
+        "unbroadcast": entry.unbroadcast,
     }
 
 
@@ -203,7 +203,8 @@ def getmempoolinfo(ctx: Context, args: list[Any]) -> dict[str, Any]:
         "loaded": True, "size": len(entries), "bytes": sum(e.vsize for e in entries),
         "usage": sum(e.weight for e in entries), "total_fee": btc(sum(e.fee for e in entries)),
         "maxmempool": 300_000_000, "mempoolminfee": btc(1000), "minrelaytxfee": btc(1000),
-        "incrementalrelayfee": btc(1000), "unbroadcastcount": 0,
+        "incrementalrelayfee": btc(1000),
+        "unbroadcastcount": sum(1 for e in entries if e.unbroadcast),
         "fullrbf": ctx.node.full_rbf,
     }
 

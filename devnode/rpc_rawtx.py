@@ -192,9 +192,14 @@ def testmempoolaccept(ctx: Context, args: list[Any]) -> list[dict[str, Any]]:
             item.update(allowed=True, vsize=verdict.vsize, fees={
                 "base": btc(fee), "effective-feerate": btc(fee * 1000 // verdict.vsize),
                 "effective-includes": [verdict.wtxid]})
+        elif verdict.missing_inputs:
+            item.update(allowed=False, **{"reject-reason": "missing-inputs"})
         else:
-            reason = "missing-inputs" if verdict.missing_inputs else verdict.reason
-            item.update(allowed=False, **{"reject-reason": (reason or "").split(",")[0]})
+            # Core 29: reject-reason is the state's reason, reject-details its ToString()
+            # (what sendrawtransaction would say).
+            details = verdict.reason or ""
+            item.update(allowed=False, **{"reject-reason": details.split(", ", 1)[0],
+                                          "reject-details": details})
         results.append(item)
     return results
 

@@ -72,7 +72,9 @@ def test_resending_follows_bitcoind(funded: RegtestNode) -> None:
     funded.generate_to_address(1, funded.get_new_address())
     with pytest.raises(AlreadyKnown) as caught:
         funded.send_raw_transaction(signed)
-    assert caught.value.code == -27
+    # Captured from Bitcoin Core 29.2.
+    assert (caught.value.code, caught.value.message) == (
+        -27, "Transaction outputs already in utxo set")
     assert len([r for r in funded.call("devnode_ledger", FOREIGN)]) == 1
 
 
@@ -104,7 +106,18 @@ def test_conflicts_and_replacement(funded: RegtestNode) -> None:
         add_inputs=False).hex)
     with pytest.raises(TxConflict) as caught:
         funded.send_raw_transaction(cheap)
-    assert "insufficient fee" in caught.value.message
+    # Core 29's wording, as captured: "...replacement <new txid>; new feerate <= old".
+    cheap_view = funded.decode_raw_transaction(cheap)
+    first_view = funded.decode_raw_transaction(first)
+    cheap_fee = 50 * COIN - sum(o.value_sats for o in cheap_view.outputs)
+    new_rate = cheap_fee * 1000 // cheap_view.vsize
+    old_rate = first_fee * 1000 // first_view.vsize
+    assert (caught.value.code, caught.value.message) == (
+        -26, f"insufficient fee, rejecting replacement {cheap_view.txid}; new feerate "
+             f"0.{new_rate:08d} BTC/kvB <= old feerate 0.{old_rate:08d} BTC/kvB")
+    verdict = funded.test_mempool_accept(cheap)
+    assert verdict["reject-reason"] == "insufficient fee"
+    assert verdict["reject-details"] == caught.value.message
     # Paying enough more replaces it (full RBF, BIP125 rules 3, 4 and 6).
     rich = funded.sign_raw_transaction_with_wallet(funded.fund_raw_transaction(
         funded.create_raw_transaction({FOREIGN: 20_000_000}, inputs), fee_rate_sat_vb=10,
@@ -190,12 +203,27 @@ def test_insufficient_funds_and_max_fee(funded: RegtestNode) -> None:
     with pytest.raises(InsufficientFunds) as send_error:
         funded.send_to_address(FOREIGN, 60 * COIN)
     assert send_error.value.code == -6
-    signed, _, fee = pay(funded, {FOREIGN: 10_000_000}, fee_rate=50)
-    with pytest.raises(FeeTooHigh):
-        funded.send_raw_transaction(signed, max_fee_rate_sat_vb=10)
-    assert funded.test_mempool_accept(signed)["allowed"]
-    assert funded.send_raw_transaction(signed, max_fee_rate_sat_vb=60)
+    signed, _, fee = pay(funded, {FOREIGN: 10_000_000}, fee_rate=500)
+    with pytest.raises(FeeTooHigh) as too_high:  # maxfeerate 0.001 BTC/kvB
+        funded.send_raw_transaction(signed, max_fee_rate_sat_vb=100)
+    assert (too_high.value.code, too_high.value.message) == (  # captured from Core 29.2
+        -25, "Fee exceeds maximum configured by user (e.g. -maxtxfee, maxfeerate)")
+    [verdict] = funded.call("testmempoolaccept", [signed], "0.001")
+    assert (verdict["allowed"], verdict["reject-reason"]) == (False, "max-fee-exceeded")
+    assert funded.test_mempool_accept(signed)["allowed"]  # the default maxfeerate is 0.1
+    assert funded.send_raw_transaction(signed, max_fee_rate_sat_vb=600)
     assert fee > 0
+
+
+def test_spending_an_unknown_outpoint(funded: RegtestNode) -> None:
+    raw = funded.create_raw_transaction({FOREIGN: 10_000}, ["11" * 32 + ":0"])  # unsigned
+    with pytest.raises(InputsMissingOrSpent) as caught:
+        funded.send_raw_transaction(raw)
+    assert (caught.value.code, caught.value.message) == (  # captured from Core 29.2
+        -25, "bad-txns-inputs-missingorspent")
+    verdict = funded.test_mempool_accept(raw)
+    assert verdict == {"txid": verdict["txid"], "wtxid": verdict["wtxid"], "allowed": False,
+                       "reject-reason": "missing-inputs"}
 
 
 def test_unconfirmed_change_is_spent_only_when_needed(funded: RegtestNode) -> None:
