@@ -21,6 +21,7 @@ from devnode.scriptcode import AddressError, address_of, dust_threshold, script_
 from devnode.scripts import p2wpkh_script, sign_input
 from devnode.spend import (
     WALLET_INCREMENTAL_SAT_KVB,
+    Funded,
     FundOptions,
     find_coin,
     fund,
@@ -38,8 +39,24 @@ if TYPE_CHECKING:
 def bump_fee(node: Node, wallet: Wallet, wtx: WalletTx, rate: int | None) -> (
     tuple[Transaction, int, int]
 ):
+    """bumpfee: the replacement, signed and in the mempool. Returns (replacement, old fee,
+    new fee)."""
+    funded, old_fee = create_bump(node, wallet, wtx, rate)
+    signed, errors = sign_with_wallet(node, wallet, funded.tx)
+    if errors:
+        raise RPCError(RPC_WALLET_ERROR, "Can't sign transaction.")
+    verdict = node.accept(signed)
+    if not verdict.ok:
+        raise RPCError(RPC_WALLET_ERROR, f"Transaction rejected by the mempool: {verdict.reason}")
+    return signed, old_fee, funded.fee
+
+
+def create_bump(node: Node, wallet: Wallet, wtx: WalletTx, rate: int | None) -> (
+    tuple[Funded, int]
+):
     """feebumper::CreateRateBumpTransaction: same inputs (more if needed), same recipients,
-    a higher fee taken from the change. Returns (replacement, old fee, new fee)."""
+    a higher fee taken from the change; unsigned (psbtbumpfee stops here). Returns the
+    funded replacement and the old fee."""
     state = wallet.state(wtx)
     if state.confirmations != 0:
         raise RPCError(RPC_WALLET_ERROR,
@@ -72,20 +89,18 @@ def bump_fee(node: Node, wallet: Wallet, wtx: WalletTx, rate: int | None) -> (
         TransactionInput(inp.txid, inp.vout, sequence=inp.sequence) for inp in wtx.tx.vin
     ], vout=recipients, locktime=wtx.tx.locktime)
     opts = FundOptions(fee_rate_sat_kvb=rate, change_script=change_script)
-    funded = fund(node, wallet, base, opts)
+    try:
+        funded = fund(node, wallet, base, opts)
+    except RPCError as exc:
+        # feebumper: "Unable to create transaction. " + CreateTransaction's error, as -4.
+        raise RPCError(RPC_WALLET_ERROR, f"Unable to create transaction. {exc.message}") from None
     minimum = old_fee + fee_for(INCREMENTAL_RELAY_SAT_KVB, vsize_of(funded.tx))
     if funded.fee < minimum:
         raise RPCError(RPC_INVALID_PARAMETER,
                        f"Insufficient total fee {format_money(funded.fee)}, must be at least "
                        f"{format_money(minimum)} (oldFee {format_money(old_fee)} + "
                        f"incrementalFee {format_money(minimum - old_fee)})")
-    signed, errors = sign_with_wallet(node, wallet, funded.tx)
-    if errors:
-        raise RPCError(RPC_WALLET_ERROR, "Can't sign transaction.")
-    verdict = node.accept(signed)
-    if not verdict.ok:
-        raise RPCError(RPC_WALLET_ERROR, f"Transaction rejected by the mempool: {verdict.reason}")
-    return signed, old_fee, funded.fee
+    return funded, old_fee
 
 
 def double_spend(node: Node, txid: str, address: Any) -> dict[str, Any]:
@@ -134,7 +149,7 @@ def double_spend(node: Node, txid: str, address: Any) -> dict[str, Any]:
         script_sig, witness, _ = sign_input(tx, index, key.key, spent_script, value)
         tx.vin[index].script_sig = Script(script_sig)
         tx.vin[index].witness = Witness(witness)
-    verdict = node.accept(tx)
+    verdict = node.accept(tx, unbroadcast=False)  # it came from "the network"
     if not verdict.ok:
         raise RPCError(RPC_WALLET_ERROR, f"devnode_double_spend rejected: {verdict.reason}")
     return {"txid": txid_of(tx), "hex": tx.serialize().hex(), "replaced": verdict.replaced,

@@ -18,7 +18,7 @@ from devnode.errors import (
 )
 from devnode.policy import MIN_RELAY_SAT_KVB
 from devnode.registry import Context, json_type, rpc
-from devnode.replace import bump_fee
+from devnode.replace import bump_fee, create_bump
 from devnode.rpc_chain import parse_hash
 from devnode.rpc_rawtx import decode_tx_arg, parse_inputs, parse_outputs
 from devnode.rpc_wallet import address_type_arg, wallet_tx
@@ -214,16 +214,31 @@ def sendmany(ctx: Context, args: list[Any]) -> Any:
     return _send_result(tx, args[9])
 
 
+def _bump_rate(options: Any) -> int | None:
+    options = options or {}
+    if options.get("fee_rate") is None:
+        return None
+    return fee_rate_to_sat_per_kvb(options["fee_rate"], unit="sat/vB")
+
+
 @rpc("bumpfee", "txid:str!", "options:obj", wallet=True)
 def bumpfee(ctx: Context, args: list[Any]) -> dict[str, Any]:
     wallet = ctx.wallet()
     wtx = wallet_tx(ctx, wallet, args[0])
-    options = args[1] or {}
-    rate = None
-    if options.get("fee_rate") is not None:
-        rate = fee_rate_to_sat_per_kvb(options["fee_rate"], unit="sat/vB")
-    new_tx, old_fee, new_fee = bump_fee(ctx.node, wallet, wtx, rate)
+    new_tx, old_fee, new_fee = bump_fee(ctx.node, wallet, wtx, _bump_rate(args[1]))
     return {"txid": txid_of(new_tx), "origfee": btc(old_fee), "fee": btc(new_fee), "errors": []}
+
+
+@rpc("psbtbumpfee", "txid:str!", "options:obj", wallet=True)
+def psbtbumpfee(ctx: Context, args: list[Any]) -> dict[str, Any]:
+    """bumpfee's replacement as an unsigned PSBT; nothing is signed, sent or recorded."""
+    wallet = ctx.wallet()
+    wtx = wallet_tx(ctx, wallet, args[0])
+    funded, old_fee = create_bump(ctx.node, wallet, wtx, _bump_rate(args[1]))
+    psbt = psbt_ops.PSBT(funded.tx)
+    psbt_ops.fill(ctx.node, wallet, psbt, bip32derivs=True)
+    return {"psbt": psbt.to_base64(), "origfee": btc(old_fee), "fee": btc(funded.fee),
+            "errors": []}
 
 
 @rpc("abandontransaction", "txid:str!", wallet=True)
