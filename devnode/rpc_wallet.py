@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from devnode.chain import COINBASE_MATURITY
 from devnode.errors import (
     RPC_INVALID_ADDRESS_OR_KEY,
     RPC_INVALID_PARAMETER,
@@ -15,7 +16,7 @@ from devnode.errors import (
 from devnode.registry import Context, rpc
 from devnode.rpc_chain import outpoint_arg, parse_hash
 from devnode.scriptcode import AddressError, script_for_address, script_type
-from devnode.txutil import Outpoint, btc, hash160, tx_to_json
+from devnode.txutil import Outpoint, btc, hash160, is_coinbase, tx_to_json
 from devnode.wallet import ADDRESS_TYPES, Wallet, WalletTx
 
 _UNLOADED: dict[int, dict[str, Wallet]] = {}  # id(node) -> wallets unloaded from it
@@ -169,6 +170,32 @@ def getbalance(ctx: Context, args: list[Any]) -> Any:
     return btc(sum(c.value for c in coins if c.trusted and c.confirmations >= minconf))
 
 
+@rpc("getreceivedbyaddress", "address:str!", "minconf:num", "include_immature_coinbase:bool",
+     wallet=True)
+def getreceivedbyaddress(ctx: Context, args: list[Any]) -> Any:
+    """Core's GetReceived: every output to the address in wallet transactions at least
+    `minconf` deep (default 1), immature coinbases left out unless asked for."""
+    wallet = ctx.wallet()
+    try:
+        script = script_for_address(args[0])
+    except AddressError:
+        raise RPCError(RPC_INVALID_ADDRESS_OR_KEY, "Invalid Bitcoin address") from None
+    if not wallet.is_mine(script):
+        raise RPCError(RPC_WALLET_ERROR, "Address not found in wallet")
+    min_depth = 1 if args[1] is None else int(args[1])
+    include_immature = bool(args[2])
+    total = 0
+    for wtx in wallet.txs.values():
+        depth = wallet.state(wtx).confirmations
+        coinbase = is_coinbase(wtx.tx)
+        if depth < min_depth or (coinbase and depth < 1) or (
+            coinbase and depth <= COINBASE_MATURITY and not include_immature
+        ):
+            continue
+        total += sum(out.value for out in wtx.tx.vout if bytes(out.script_pubkey.data) == script)
+    return btc(total)
+
+
 @rpc("getbalances", wallet=True)
 def getbalances(ctx: Context, args: list[Any]) -> dict[str, Any]:
     bal = ctx.wallet().balances()
@@ -209,7 +236,8 @@ def listunspent(ctx: Context, args: list[Any]) -> list[dict[str, Any]]:
         if coin.key.addr_type == "p2sh-segwit":
             item["redeemScript"] = "0014" + _h160(coin.key.pub)
         item.update(spendable=True, solvable=True, desc=coin.key.descriptor(wallet.fingerprint),
-                    parent_descs=[], safe=coin.trusted)
+                    parent_descs=[coin.key.parent_descriptor(wallet.root_xpub)],
+                    safe=coin.trusted)
         out.append(item)
     return out
 
@@ -255,9 +283,15 @@ def listlockunspent(ctx: Context, args: list[Any]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------- history
 
 
-def _detail(entry: dict[str, Any]) -> dict[str, Any]:
+def _detail(wallet: Wallet, entry: dict[str, Any]) -> dict[str, Any]:
+    """A `details` entry: sends as captured from Core 29 (no parent_descs), receives with
+    the descriptor the address comes from (PushParentDescriptors)."""
     keep = ("address", "category", "amount", "label", "vout", "fee", "abandoned")
-    return {k: entry[k] for k in keep if k in entry} | {"parent_descs": []}
+    out = {k: entry[k] for k in keep if k in entry}
+    if entry["category"] != "send":
+        key = wallet.key_for(script_for_address(entry["address"]))
+        out["parent_descs"] = [key.parent_descriptor(wallet.root_xpub)] if key else []
+    return out
 
 
 @rpc("gettransaction", "txid:str!", "include_watchonly:bool", "verbose:bool", wallet=True)
@@ -272,7 +306,7 @@ def gettransaction(ctx: Context, args: list[Any]) -> dict[str, Any]:
     if fee is not None:
         out["fee"] = btc(fee)
     out.update(wallet.tx_common(wtx))
-    out["details"] = [_detail(e) for e in wallet.entries(wtx)]
+    out["details"] = [_detail(wallet, e) for e in wallet.entries(wtx)]
     out["hex"] = wtx.tx.serialize().hex()
     if args[2]:
         out["decoded"] = tx_to_json(wtx.tx)

@@ -41,9 +41,18 @@ class KeyInfo:
 
     def descriptor(self, fingerprint: str) -> str:
         origin = f"[{fingerprint}{self.path[1:]}]{self.pub.hex()}"
-        inner = {"bech32": f"wpkh({origin})", "p2sh-segwit": f"sh(wpkh({origin}))",
-                 "legacy": f"pkh({origin})"}[self.addr_type]
-        return str(add_checksum(inner))
+        return str(add_checksum(_wrap(self.addr_type, origin)))
+
+    def parent_descriptor(self, root_xpub: str) -> str:
+        """The wallet's ranged descriptor this key comes from (listunspent's parent_descs):
+        the master tpub with the path to the key's chain, then `/*`."""
+        chain = self.path[2:].rsplit("/", 1)[0]
+        return str(add_checksum(_wrap(self.addr_type, f"{root_xpub}/{chain}/*")))
+
+
+def _wrap(addr_type: str, key: str) -> str:
+    return {"bech32": f"wpkh({key})", "p2sh-segwit": f"sh(wpkh({key}))",
+            "legacy": f"pkh({key})"}[addr_type]
 
 
 @dataclass
@@ -91,6 +100,7 @@ class Wallet:
         self.root = bip32.HDKey.from_seed(seed or os.urandom(32),
                                           version=NETWORKS["regtest"]["xprv"])
         self.fingerprint = bytes(self.root.my_fingerprint).hex()
+        self.root_xpub = self.root.to_public().to_base58(version=NETWORKS["regtest"]["xpub"])
         self.created = int(time.time())
         self.keys: dict[bytes, KeyInfo] = {}
         self.next_index: dict[tuple[str, bool], int] = {}

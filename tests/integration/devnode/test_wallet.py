@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from cli.regtest_node import RegtestNode
-from shared.node.errors import InvalidParameter
+from shared.node.errors import InvalidAddress, InvalidParameter, WalletError
 from tests.integration.devnode.conftest import FOREIGN, pay
 
 COIN = 100_000_000
@@ -125,3 +125,55 @@ def test_misc_rpcs(funded: RegtestNode) -> None:
     assert funded.call("getaddressinfo", funded.call("getrawchangeaddress"))["ischange"]
     assert funded.call("getnetworkinfo")["relayfee"] == Decimal("0.00001")
     assert funded.call("getmempoolinfo")["size"] == 0
+
+
+def test_getreceivedbyaddress(funded: RegtestNode) -> None:
+    mine = funded.get_new_address()
+    funded.send_to_address(mine, COIN)
+    funded.send_many({mine: 2 * COIN, FOREIGN: COIN})
+    assert funded.call("getreceivedbyaddress", mine) == 0  # minconf 1 by default
+    assert funded.call("getreceivedbyaddress", mine, 0) == 3
+    funded.mine()
+    assert funded.call("getreceivedbyaddress", mine) == 3
+    assert funded.call("getreceivedbyaddress", mine, 2) == 0
+    # Spending it does not lower what was received.
+    funded.send_to_address(FOREIGN, int(funded.get_balance_sats() - COIN))
+    funded.mine()
+    assert funded.call("getreceivedbyaddress", mine, 1) == 3
+    # Coinbases count once mature, or when asked for.
+    miner = funded.get_new_address()
+    funded.generate_to_address(1, miner)
+    assert funded.call("getreceivedbyaddress", miner) == 0
+    assert funded.call("getreceivedbyaddress", miner, 1, True) == 50
+    # Core 29's errors (wallet/rpc/coins.cpp GetReceived).
+    with pytest.raises(WalletError) as foreign:
+        funded.call("getreceivedbyaddress", FOREIGN)
+    assert (foreign.value.code, foreign.value.message) == (-4, "Address not found in wallet")
+    with pytest.raises(InvalidAddress) as invalid:
+        funded.call("getreceivedbyaddress", "not-an-address")
+    assert (invalid.value.code, invalid.value.message) == (-5, "Invalid Bitcoin address")
+
+
+def test_coin_and_transaction_shapes(funded: RegtestNode) -> None:
+    """The field lists captured from Bitcoin Core 29.2 (values differ run to run)."""
+    txid = funded.send_to_address(FOREIGN, 1_000_000)
+    view = funded.call("gettransaction", txid)
+    assert list(view) == ["amount", "fee", "confirmations", "trusted", "txid", "wtxid",
+                          "walletconflicts", "mempoolconflicts", "time", "timereceived",
+                          "bip125-replaceable", "details", "hex", "lastprocessedblock"]
+    assert list(view["details"][0]) == ["address", "category", "amount", "vout", "fee",
+                                        "abandoned"]
+    funded.mine()
+    [coin] = [u for u in funded.list_unspent(1) if u["confirmations"] == 101]
+    assert list(coin) == ["txid", "vout", "address", "label", "scriptPubKey", "amount",
+                          "confirmations", "spendable", "solvable", "desc", "parent_descs",
+                          "safe"]
+    [parent] = coin["parent_descs"]
+    assert parent.startswith("wpkh(tpub") and parent.split("#")[0].endswith("/84h/1h/0h/0/*)")
+    assert coin["desc"].startswith("wpkh([") and "/84h/1h/0h/0/0]" in coin["desc"]
+    entry = funded.get_mempool_entry(funded.send_to_address(FOREIGN, 1_000_000))
+    assert entry is not None and list(entry) == [
+        "vsize", "weight", "time", "height", "descendantcount", "descendantsize",
+        "ancestorcount", "ancestorsize", "wtxid", "fees", "depends", "spentby",
+        "bip125-replaceable", "unbroadcast"]
+    assert list(entry["fees"]) == ["base", "modified", "ancestor", "descendant"]
