@@ -83,3 +83,14 @@ def test_dust_and_bip34_heights() -> None:
     assert dust_threshold(bytes.fromhex("76a914" + "00" * 20 + "88ac")) == 546
     assert script_num(0) == b"\x00" and script_num(16) == b"\x60"
     assert script_num(128) == b"\x02\x80\x00"  # sign bit needs a padding byte
+
+
+def test_segwit_addresses_encode_like_embit() -> None:
+    from embit import bech32
+
+    from devnode.scriptcode import address_of
+
+    program = bytes(range(32))
+    assert address_of(P2WPKH) == bech32.encode("bcrt", 0, P2WPKH[2:])
+    assert address_of(b"\x00\x20" + program) == bech32.encode("bcrt", 0, program)
+    assert address_of(b"\x51\x20" + program) == bech32.encode("bcrt", 1, program)  # bech32m
