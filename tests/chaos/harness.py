@@ -23,11 +23,13 @@ from sqlalchemy import Engine, create_engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
+from cli.addresses import external_address
 from cli.funding import fund_wallet
 from cli.processes import ManagedProcess, wait_for_worker_ready, wait_until, worker_argv
 from cli.regtest_node import RegtestNode
 from shared.core.models import Payout, PayoutEvent, Transaction
-from tests.chaos.oracle import DbRow, PayoutRef, Summary, judge_run, record
+from shared.node.amounts import sats_to_btc
+from tests.chaos.oracle import DbRow, PayoutRef, Summary, batching_problems, judge_run, record
 from tests.chaos.traffic import Miner, Producer
 from tests.support.stack import Stack, build_stack
 
@@ -35,6 +37,9 @@ FULL = os.environ.get("PAYOUTS_CHAOS_FULL", "") == "1"
 # Per scenario. The short size keeps the whole chaos tier within its share of CI's budget.
 PAYOUTS = int(os.environ.get("PAYOUTS_CHAOS_PAYOUTS", "300" if FULL else "36"))
 WORKERS = 3
+# The automatic route is the batcher: one transaction pays up to this many payouts. Small
+# enough that every scenario makes many batches (36 payouts short, 300 full), and full ones.
+BATCH_MAX_PAYOUTS = int(os.environ.get("PAYOUTS_CHAOS_BATCH_MAX_PAYOUTS", "25" if FULL else "8"))
 
 # Short recovery timings so a scenario recovers in seconds; the mechanisms are the same as
 # with the production defaults, only the clocks run faster.
@@ -48,6 +53,10 @@ CHAOS_SETTINGS = {
     "node_timeout_seconds": "3",
     # Above this a payout takes the manual route (the manual-claimer scenario adds some).
     "auto_max_sats": "1000000",
+    "batch_max_payouts": str(BATCH_MAX_PAYOUTS),
+    # A batch run waits this long after the oldest approval for company: at the producers'
+    # pace (4-8 approvals a second) batches gather several payouts, and fill up after a fault.
+    "batch_window_seconds": "1",
 }
 SETTLED = frozenset({"confirmed", "failed"})
 # The beat jobs' run-locks (workers/tasks.py `_exclusive`).
@@ -55,6 +64,8 @@ MAINTENANCE_LOCKS = tuple(
     f"maintenance:{job}"
     for job in ("sweep", "rebroadcast", "track_confirmations", "release_orphaned_locks")
 )
+# Blocks after which a coinbase is spendable by its wallet (with its own block: depth 101).
+COINBASE_MATURITY = 100
 # How long recovery may take after the last fault before a payout counts as unpaid.
 RECOVERY_SECONDS = 240 if FULL else 120
 
@@ -81,9 +92,11 @@ class ChaosStack:
     def node(self) -> RegtestNode:
         return self.stack.node
 
-    def produce(self, amounts: list[int], duration: float) -> Producer:
+    def produce(
+        self, amounts: list[int], duration: float, threads: int = Producer.THREADS
+    ) -> Producer:
         """Start creating and approving payouts in the background (see `Producer`)."""
-        producer = Producer(self.stack, amounts, duration)
+        producer = Producer(self.stack, amounts, duration, threads)
         self._producers.append(producer)
         return producer
 
@@ -204,6 +217,32 @@ class ChaosStack:
             ).all()
         return {str(r.id): r.txid for r in rows}
 
+    def batch_sizes(self, ids: list[str]) -> dict[str, int]:
+        """Txid -> how many of these payouts it pays (each payout's current transaction)."""
+        wanted = [uuid.UUID(i) for i in ids]
+        with self.engine().connect() as conn:
+            rows = conn.execute(
+                select(Transaction.txid, func.count())
+                .join(Payout, Payout.tx_id == Transaction.id)
+                .where(Payout.id.in_(wanted))
+                .group_by(Transaction.txid)
+            ).all()
+        return {txid: int(count) for txid, count in rows}
+
+    def events(self, ids: list[str], to_state: str | None = None) -> dict[str, list[str]]:
+        """Payout id -> the reasons of its audit rows (into `to_state` only, if given), oldest
+        first."""
+        query = select(PayoutEvent.payout_id, PayoutEvent.reason).where(
+            PayoutEvent.payout_id.in_([uuid.UUID(i) for i in ids])
+        )
+        if to_state is not None:
+            query = query.where(PayoutEvent.to_state == to_state)
+        found: dict[str, list[str]] = {i: [] for i in ids}
+        with self.engine().connect() as conn:
+            for payout_id, reason in conn.execute(query.order_by(PayoutEvent.id)).all():
+                found[str(payout_id)].append(reason or "")
+        return found
+
     def unsettled(self, ids: list[str]) -> list[str]:
         rows = self.db_rows(ids)
         return [i for i in ids if i not in rows or rows[i].state not in SETTLED]
@@ -211,10 +250,14 @@ class ChaosStack:
     # ------------------------------------------------------------------ recovery and verdict
 
     def recover_and_judge(
-        self, scenario: str, payouts: list[PayoutRef], foreign_txids: frozenset[str] = frozenset()
+        self,
+        scenario: str,
+        payouts: list[PayoutRef],
+        foreign_txids: frozenset[str] = frozenset(),
+        deadline: float = RECOVERY_SECONDS,
     ) -> Summary:
         """Let recovery run (workers up, blocks mined, beat sweeping) until every payout is
-        confirmed or failed, or the deadline passes; then judge from the ledger and record
+        confirmed or failed, or `deadline` seconds pass; then judge from the ledger and record
         the summary line. Never raises on a timeout: what is left counts as unpaid."""
         self.node.call("devnode_clear_faults")
         self.ensure_workers_running()
@@ -223,14 +266,23 @@ class ChaosStack:
         started = time.monotonic()
         # On timeout nothing is raised here: what is not settled is judged (and fails) below.
         with contextlib.suppress(TimeoutError):
-            wait_until(lambda: not self.unsettled(ids), RECOVERY_SECONDS,
+            wait_until(lambda: not self.unsettled(ids), deadline,
                        "every payout to be confirmed or failed", interval=0.5)  # fmt: skip
         self.recovery_seconds = time.monotonic() - started
         self.miner.pause()
         summary = judge_run(
             scenario, self.node, payouts, self.db_rows(ids), self.faults, foreign_txids
         )
-        notes = [f"recovery took {self.recovery_seconds:.1f}s", *summary.failure_reasons()]
+        automatic = [p.id for p in payouts if p.route == "automatic"]
+        sizes = self.batch_sizes(automatic)
+        cap = int(self.stack.env["PAYOUTS_BATCH_MAX_PAYOUTS"])
+        summary.batching = batching_problems(sizes, len(automatic), cap)
+        notes = [
+            f"recovery took {self.recovery_seconds:.1f}s",
+            f"{len(automatic)} automatic payouts paid by {len(sizes)} transactions (largest "
+            f"{max(sizes.values(), default=0)}, PAYOUTS_BATCH_MAX_PAYOUTS={cap})",
+            *summary.failure_reasons(),
+        ]
         record(summary, self.summary_file, "\n  ".join(notes))
         return summary
 
@@ -264,26 +316,33 @@ def chaos_stack(
     seed: int,
     coins: int = 0,
     few_coins: int = 0,
+    only_coins: int = 0,
     workers: int = WORKERS,
     mine_every: float = 2.0,
     **settings: str,
 ) -> Iterator[ChaosStack]:
     """The whole system with short recovery timings. `coins` extra confirmed coins give every
     payout its own input (no chains of unconfirmed change) where a scenario needs that;
-    `few_coins` does the opposite (see `consolidate`)."""
+    `few_coins` does the opposite (see `consolidate`), and `only_coins` does it strictly: the
+    hot wallet holds exactly that many coins and never gets another (see `sweep_into`)."""
     saved_env = dict(os.environ)  # build_stack exports the stack's PAYOUTS_* settings
     try:
         stack = build_stack(
             postgres_url=postgres_url, redis_url=redis_url, workdir=workdir,
             **{**CHAOS_SETTINGS, **settings},
         )  # fmt: skip
+        # With `only_coins` no block pays the hot wallet: a coinbase maturing every block would
+        # be a new coin every block.
+        burn = external_address("regtest") if only_coins else None
         chaos = ChaosStack(stack, postgres_url, summary_file, random.Random(seed),
-                           Miner(stack.node, mine_every))  # fmt: skip
+                           Miner(stack.node, mine_every, burn))  # fmt: skip
         try:
             if coins:
                 fund_wallet(stack.node, coins=coins, coin_sats=2_000_000)
             if few_coins:
                 consolidate(stack.node, few_coins)
+            if only_coins and burn:
+                sweep_into(stack.node, only_coins, burn)
             chaos.start_workers(workers)
             stack.start_beat()
             yield chaos
@@ -301,6 +360,19 @@ def consolidate(node: RegtestNode, coins: int) -> None:
     share = (node.get_balance_sats() - margin) // coins
     node.send_many({node.get_new_address(): share for _ in range(coins)})
     node.call("devnode_mine", 1)
+
+
+def sweep_into(node: RegtestNode, coins: int, burn: str) -> None:
+    """Leave the hot wallet exactly `coins` confirmed coins: first every coinbase it mined is
+    matured (blocks to `burn`, an address no wallet owns), then everything is swept into
+    `coins` equal outputs with the fee taken from them (no change output)."""
+    node.call("devnode_mine", COINBASE_MATURITY, burn)
+    addresses = [node.get_new_address() for _ in range(coins)]
+    share = node.get_balance_sats() // coins
+    node.call("sendmany", "", {a: sats_to_btc(share) for a in addresses}, None, "", addresses)
+    node.call("devnode_mine", 1, burn)
+    held = node.list_unspent()
+    assert len(held) == coins, f"the sweep left {len(held)} coins, not {coins}: {held}"
 
 
 def settle_quietly(chaos: ChaosStack, ids: list[str], states: set[str], timeout: float) -> bool:

@@ -52,6 +52,9 @@ class Summary:
     stray_outputs: list[str] = field(default_factory=list)
     # `failed` although the stored transaction would still be accepted by the node.
     failed_but_alive: list[str] = field(default_factory=list)
+    # Batches that break the batcher's rules (more payouts than PAYOUTS_BATCH_MAX_PAYOUTS), or
+    # a run in which no transaction paid two payouts (then batching was not exercised at all).
+    batching: list[str] = field(default_factory=list)
     details: dict[str, str] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
 
@@ -75,6 +78,7 @@ class Summary:
             "paid on the ledger but the database disagrees": self.db_disagrees,
             "failed, but its transaction can still confirm": self.failed_but_alive,
             "output to an address no payout asked for": self.stray_outputs,
+            "batching": self.batching,
         }
         lines = []
         for what, ids in bad.items():
@@ -144,6 +148,19 @@ def judge_run(
         else:
             summary.unpaid.append(payout.id)
     return summary
+
+
+def batching_problems(sizes: dict[str, int], payouts: int, cap: int) -> list[str]:
+    """`sizes`: txid -> how many of the run's automatic payouts it pays."""
+    problems = [
+        f"transaction {txid} pays {size} payouts, above PAYOUTS_BATCH_MAX_PAYOUTS={cap}"
+        for txid, size in sizes.items()
+        if size > cap
+    ]
+    if payouts > 1 and cap > 1 and sizes and max(sizes.values()) < 2:
+        problems.append(f"{payouts} payouts in {len(sizes)} transactions, none paying two: "
+                        "the scenario did not exercise batching")  # fmt: skip
+    return problems
 
 
 def _could_still_confirm(node: RegtestNode, raw_hex: str) -> bool:

@@ -85,14 +85,16 @@ class Producer:
 
     THREADS = 4
 
-    def __init__(self, stack: Stack, amounts: list[int], duration: float) -> None:
+    def __init__(
+        self, stack: Stack, amounts: list[int], duration: float, threads: int = THREADS
+    ) -> None:
         self.stack = stack
         self.amounts = amounts
         self.duration = duration
         self.payouts: list[PayoutRef] = []
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._pool = ThreadPoolExecutor(self.THREADS, thread_name_prefix="producer")
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="producer")
         self._started = time.monotonic()
         self._futures = [self._pool.submit(self._one, i, a) for i, a in enumerate(amounts)]
 
@@ -125,11 +127,13 @@ class Producer:
 
 class Miner:
     """Mines a block every `interval` seconds while running (devnode_mine is exempt from
-    injected faults, so the chain keeps moving whatever the test does to the node)."""
+    injected faults, so the chain keeps moving whatever the test does to the node). The
+    coinbase goes to `address`, else to a new address of the hot wallet."""
 
-    def __init__(self, node: RegtestNode, interval: float) -> None:
+    def __init__(self, node: RegtestNode, interval: float, address: str | None = None) -> None:
         self.node = node
         self.interval = interval
+        self.address = address
         self._running = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="miner", daemon=True)
@@ -138,7 +142,10 @@ class Miner:
     def _loop(self) -> None:
         while not self._stopped.wait(self.interval):
             if self._running.is_set():
-                self.node.call("devnode_mine", 1)
+                self.mine_one()
+
+    def mine_one(self) -> str:
+        return str(self.node.call("devnode_mine", 1, self.address)[0])
 
     def resume(self) -> None:
         self._running.set()
