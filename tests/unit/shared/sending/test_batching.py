@@ -221,3 +221,38 @@ def test_fee_shares_add_up_to_the_fee_and_differ_by_at_most_one_sat(fee: int, co
     assert sum(shares.values()) == fee
     assert max(shares.values()) - min(shares.values()) <= 1
     assert list(shares.values()) == sorted(shares.values(), reverse=True)  # oldest first
+
+
+def test_a_one_coin_wallet_at_the_chain_limit_waits_for_a_block_and_fails_nothing(
+    session: Session, node: RegtestNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The real-node failure this fixes: one payout per transaction, each spending the change
+    # of the one before, and bitcoind's wallet refusing past 25 unconfirmed ancestors (-4).
+    batch_size(monkeypatch, 1)
+    assert len(node.call("listunspent")) == 1  # one mature coinbase
+    ids = approve(session, 30)
+    result = run(node)
+    rows = payouts(session, ids)
+    sent = [p for p in rows if p.state == S.BROADCAST]
+    waiting = [p for p in rows if p.state == S.APPROVED]
+    assert len(sent) == 25 and len(waiting) == 5
+    assert result.outcome == Outcome.RETRY
+    assert all(p.attempts == 0 for p in waiting), "a wait must not use up attempts"
+    # The run stopped at the first refusal: that payout carries the node's reason.
+    reason = waiting[0].last_error or ""
+    assert "unconfirmed-chain limit" in reason and "Unconfirmed UTXOs are available" in reason
+    node.generate_to_address(1, node.get_new_address())
+    assert run(node).paid == 5
+    for p in payouts(session, ids):
+        assert p.state == S.BROADCAST and ledger_count(node, p.destination) == 1
+
+
+def test_with_batches_the_same_one_coin_wallet_pays_everything_at_once(
+    session: Session, node: RegtestNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batch_size(monkeypatch, 50)
+    ids = approve(session, 120)
+    result = run(node)
+    assert (result.paid, result.batches) == (120, 3)
+    for p in payouts(session, ids):
+        assert ledger_count(node, p.destination) == 1
