@@ -100,6 +100,7 @@ class MempoolEntry:
     time: int
     height: int  # chain height when it entered
     unbroadcast: bool = True  # submitted here (RPC/wallet), never announced to a peer
+    order: int = 0  # when it entered, among the mempool's entries
 
 
 def merkle_root(hashes: list[bytes]) -> bytes:
@@ -263,6 +264,10 @@ class Chain:
 class Mempool:
     entries: dict[str, MempoolEntry] = field(default_factory=dict)  # insertion = topological
     spends: dict[Outpoint, str] = field(default_factory=dict)  # outpoint -> spending txid
+    # txid -> the mempool transactions spending its outputs (the chain-limit walks need
+    # children without scanning every output of a 250-output batch, again and again).
+    spenders_of: dict[str, set[str]] = field(default_factory=dict)
+    _added: int = 0
 
     def add(self, tx: Transaction, fee: int, height: int, *, unbroadcast: bool = True) -> (
         MempoolEntry
@@ -270,10 +275,13 @@ class Mempool:
         entry = MempoolEntry(
             tx=tx, txid=txid_of(tx), wtxid=wtxid_of(tx), fee=fee, vsize=vsize_of(tx),
             weight=weight_of(tx), time=int(time.time()), height=height, unbroadcast=unbroadcast,
+            order=self._added,
         )
+        self._added += 1
         self.entries[entry.txid] = entry
         for outpoint in outpoints_of(tx):
             self.spends[outpoint] = entry.txid
+            self.spenders_of.setdefault(outpoint[0], set()).add(entry.txid)
         return entry
 
     def remove(self, txid: str) -> MempoolEntry | None:
@@ -282,7 +290,17 @@ class Mempool:
             for outpoint in outpoints_of(entry.tx):
                 if self.spends.get(outpoint) == txid:
                     del self.spends[outpoint]
+                spenders = self.spenders_of.get(outpoint[0])
+                if spenders is not None:
+                    spenders.discard(txid)
+                    if not spenders:
+                        del self.spenders_of[outpoint[0]]
         return entry
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.spends.clear()
+        self.spenders_of.clear()
 
     def coin(self, outpoint: Outpoint) -> Coin | None:
         entry = self.entries.get(outpoint[0])
@@ -292,13 +310,11 @@ class Mempool:
         return Coin(out.value, out.script_pubkey.data, MEMPOOL_HEIGHT, False)
 
     def children(self, txid: str) -> list[str]:
-        entry = self.entries.get(txid)
-        if entry is None:
+        """The mempool transactions spending `txid`'s outputs, in mempool order."""
+        if txid not in self.entries:
             return []
-        found = {c for n in range(len(entry.tx.vout)) if (c := self.spends.get((txid, n)))}
-        if len(found) <= 1:
-            return list(found)
-        return [child for child in self.entries if child in found]
+        found = [c for c in self.spenders_of.get(txid, ()) if c in self.entries]
+        return sorted(found, key=lambda c: self.entries[c].order) if len(found) > 1 else found
 
     def parents(self, txid: str) -> list[str]:
         entry = self.entries[txid]

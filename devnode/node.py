@@ -158,8 +158,7 @@ class Node:
         resurrect = [tx for block in reversed(disconnected) for tx in block.txs
                      if not is_coinbase(tx)]
         previous = [(entry.tx, entry.unbroadcast) for entry in self.mempool.entries.values()]
-        self.mempool.entries.clear()
-        self.mempool.spends.clear()
+        self.mempool.clear()
         dropped: list[str] = []
         again = [(tx, False, True) for tx in resurrect]
         again += [(tx, unbroadcast, False) for tx, unbroadcast in previous]

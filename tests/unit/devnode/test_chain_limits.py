@@ -114,3 +114,21 @@ def test_ancestors_are_visited_in_cores_txid_order() -> None:
     with pytest.raises(ChainLimitError) as caught:
         _limits_of(pool, child)
     assert str(caught.value) == f"too many descendants for tx {first} [limit: 25]"
+
+
+def test_children_follow_additions_and_removals() -> None:
+    pool = Mempool()
+    parent = _tx([], outputs=3, tag=1)
+    pool.add(parent, fee=200, height=0)
+    pid = txid_of(parent)
+    kids = [_tx([(pid, n)], tag=10 + n) for n in (2, 0, 1)]
+    for kid in kids:
+        pool.add(kid, fee=200, height=0)
+    assert pool.children(pid) == [txid_of(k) for k in kids]  # mempool order
+    assert pool.descendant_totals(pid) == (4, sum(e.vsize for e in pool.entries.values()))
+    pool.remove(txid_of(kids[1]))
+    assert pool.children(pid) == [txid_of(kids[0]), txid_of(kids[2])]
+    pool.remove(pid)  # mined: its children stay, and have no mempool parent now
+    assert pool.children(pid) == [] and pool.parents(txid_of(kids[0])) == []
+    pool.clear()
+    assert pool.entries == {} and pool.spends == {} and pool.spenders_of == {}
