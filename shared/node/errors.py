@@ -51,7 +51,9 @@ class InsufficientFunds(WalletError):
 class ChainLimitReached(WalletError):
     """-4 "Unconfirmed UTXOs are available, but spending them creates a chain of transactions
     that will be rejected by the mempool": every coin the wallet could use sits at the end of
-    a chain of 25 unconfirmed transactions. A wait for the next block, not a failure."""
+    a chain of 25 unconfirmed transactions; or -4 "possibly too many descendants for tx …
+    [limit: 25]" (or a size limit) when the funded transaction would break the mempool's
+    package limits. A wait for the next block, not a failure."""
 
 
 class TxRejected(NodeError):
@@ -94,7 +96,12 @@ def classify(code: int | None, message: str) -> NodeError:
         return MethodNotFound(message, code)
     if code == -28:  # RPC_IN_WARMUP: the node is starting; nothing happened
         return NodeUnavailable(message, code)
-    if code in (-4, -6) and "unconfirmed utxos are available" in text:
+    if code in (-4, -6) and (
+        "unconfirmed utxos are available" in text
+        # checkChainLimits on the finished transaction: "possibly too many descendants for
+        # tx … [limit: 25]", "possibly exceeds descendant size limit …" and the like.
+        or ("possibly" in text and "[limit:" in text)
+    ):
         return ChainLimitReached(message, code)
     if code == -6 or (code == -4 and "insufficient funds" in text):
         return InsufficientFunds(message, code)

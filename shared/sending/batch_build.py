@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 # Wallet refusals that are about one output, not about the wallet: the payout is at fault.
 OUTPUT_REFUSALS = ("amount too small", "dust")
 # The wallet's refusal when the outputs alone are too heavy for a standard transaction.
-TOO_HEAVY = ("maximum transaction weight", "transaction too large", "tx-size")
+TOO_HEAVY = ("maximum transaction weight", "maximum weight", "transaction too large", "tx-size")
 
 
 class BuildError(Exception):

@@ -19,6 +19,7 @@ from shared.node.client import READ_ONLY_METHODS, parse_outpoint, redact
 from shared.node.errors import (
     AlreadyKnown,
     AuthFailed,
+    ChainLimitReached,
     FeeTooHigh,
     InputsMissingOrSpent,
     InsufficientFunds,
@@ -41,6 +42,14 @@ from shared.node.errors import (
         (-6, "Insufficient funds", InsufficientFunds),
         (-4, "Insufficient funds", InsufficientFunds),
         (-4, "Fee estimation failed", WalletError),
+        # Captured from Bitcoin Core 29.2 (and its checkChainLimits wording): waits, not errors.
+        (-4, "Unconfirmed UTXOs are available, but spending them creates a chain of "
+             "transactions that will be rejected by the mempool", ChainLimitReached),
+        (-4, "possibly too many descendants for tx ab12 [limit: 25]", ChainLimitReached),
+        (-4, "possibly exceeds descendant size limit for tx ab12 [limit: 101000]",
+         ChainLimitReached),
+        (-4, "Maximum transaction weight is less than transaction weight without inputs",
+         WalletError),
         (-25, "bad-txns-inputs-missingorspent", InputsMissingOrSpent),
         (-25, "Missing inputs", InputsMissingOrSpent),
         (-25, "Fee exceeds maximum configured by user (e.g. -maxtxfee, maxfeerate)", FeeTooHigh),
