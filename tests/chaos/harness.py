@@ -229,14 +229,18 @@ class ChaosStack:
             ).all()
         return {txid: int(count) for txid, count in rows}
 
-    def events(self, ids: list[str], to_state: str | None = None) -> dict[str, list[str]]:
-        """Payout id -> the reasons of its audit rows (into `to_state` only, if given), oldest
-        first."""
+    def events(
+        self, ids: list[str], to_state: str | None = None, from_state: str | None = None
+    ) -> dict[str, list[str]]:
+        """Payout id -> the reasons of its audit rows (only the transitions from `from_state`
+        and into `to_state`, where given), oldest first."""
         query = select(PayoutEvent.payout_id, PayoutEvent.reason).where(
             PayoutEvent.payout_id.in_([uuid.UUID(i) for i in ids])
         )
         if to_state is not None:
             query = query.where(PayoutEvent.to_state == to_state)
+        if from_state is not None:
+            query = query.where(PayoutEvent.from_state == from_state)
         found: dict[str, list[str]] = {i: [] for i in ids}
         with self.engine().connect() as conn:
             for payout_id, reason in conn.execute(query.order_by(PayoutEvent.id)).all():
