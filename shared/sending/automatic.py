@@ -53,7 +53,7 @@ from shared.sending.batch_build import (
     TooHeavy,
     WaitForCoins,
     build_and_sign_batch,
-    largest_fundable_prefix,
+    fundable_now,
     payouts_at_fault,
 )
 from shared.sending.broadcasting import BroadcastOutcome, broadcast_persisted
@@ -205,18 +205,25 @@ def _pay_batch(claim: BatchClaim, settings: Settings, node: NodeClient) -> Resul
         try:
             signed = build_and_sign_batch(node, settings, members)
         except WaitForCoins as wait:
-            fits = (
-                largest_fundable_prefix(node, settings, members)
-                if len(members) > 1 and wait.smaller_may_fit
-                else 0
-            )
-            if fits == 0:
+            try:
+                fits = (
+                    fundable_now(node, settings, members)
+                    if len(members) > 1 and wait.smaller_may_fit
+                    else []
+                )
+            except NodeError as exc:
+                # The search for the part that fits talks to the node too: an outage here is
+                # the same outage as while building, and must not leave the batch claimed.
+                reason = f"could not build the transaction: {exc}"
+                _release(claim, members, reason, count_attempt=not isinstance(exc, NodeUnavailable))
+                return Result(Outcome.RETRY, reason, batches=1)
+            if not fits:
                 _release(claim, members, wait.reason, count_attempt=False)
                 return Result(Outcome.RETRY, wait.reason, batches=1)
-            _release(claim, members[fits:],
-                     f"{wait.reason}; paying the oldest {fits} of {len(members)} first",
+            _release(claim, [m for m in members if m not in fits],
+                     f"{wait.reason}; paying {len(fits)} of {len(members)} that fit first",
                      count_attempt=False)  # fmt: skip
-            members = members[:fits]
+            members = fits
         except TooHeavy as heavy:
             if len(members) == 1:
                 _fail(claim, members, f"the payment alone is too large to send: {heavy}")

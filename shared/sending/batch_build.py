@@ -149,15 +149,38 @@ def _check_mempool_accepts(node: NodeClient, signed_hex: str) -> None:
     raise BuildError(f"the mempool refused the batch: {details}")
 
 
+def fundable_now(node: NodeClient, settings: Settings, members: Sequence[Member]) -> list[Member]:
+    """The members to pay now, oldest first, when the batch as a whole could not be funded.
+
+    The longest run of the oldest that the wallet can fund. When even the oldest alone is more
+    than it can fund, that payout waits and the others are paid as far as they fit, smallest
+    first: one large payout must not hold up every payout behind it (the large one is paid as
+    soon as funds arrive, since it stays the oldest). Empty when nothing fits. Node errors
+    other than a funding refusal propagate: the caller gives the claim back."""
+    fits = largest_fundable_prefix(node, settings, members)
+    if fits:
+        return list(members[:fits])
+    by_amount = sorted(members[1:], key=lambda m: m.amount_sats)
+    if not by_amount or not _fundable(node, settings, by_amount[:1]):
+        return []  # not even the smallest fits: nothing to do but wait
+    count = 1 + largest_fundable_prefix(
+        node, settings, by_amount[1:], whole_known_unfit=False, already=by_amount[:1]
+    )
+    chosen = {m.payout_id for m in by_amount[:count]}
+    return [m for m in members if m.payout_id in chosen]
+
+
 def largest_fundable_prefix(
-    node: NodeClient, settings: Settings, members: Sequence[Member]
+    node: NodeClient, settings: Settings, members: Sequence[Member], *,
+    whole_known_unfit: bool = True, already: Sequence[Member] = (),
 ) -> int:
-    """How many of the oldest members the wallet can fund now (0..len-1), by bisection with
-    unlocked trial fundings: the batch as a whole could not be funded."""
-    low, high = 0, len(members) - 1  # the whole batch is known not to fit
+    """How many of `members` (in order) the wallet can fund now together with `already`, by
+    bisection with unlocked trial fundings. With `whole_known_unfit` the caller has seen all
+    of them refused, so the answer is at most len-1."""
+    low, high = 0, len(members) - (1 if whole_known_unfit else 0)
     while low < high:
         middle = (low + high + 1) // 2
-        if _fundable(node, settings, members[:middle]):
+        if _fundable(node, settings, [*already, *members[:middle]]):
             low = middle
         else:
             high = middle - 1
