@@ -24,6 +24,9 @@ class Faults:
     fail: dict[str, list[ArmedError]] = field(default_factory=dict)
     drop: dict[str, int] = field(default_factory=dict)
     latency: dict[str, float] = field(default_factory=dict)
+    hold: dict[str, list[float]] = field(default_factory=dict)
+    held: dict[str, int] = field(default_factory=dict)
+    abandoned: dict[str, int] = field(default_factory=dict)
     calls: dict[str, int] = field(default_factory=dict)
 
     @staticmethod
@@ -80,11 +83,32 @@ class Faults:
         with self.lock:
             return self.latency.get(method, self.latency.get("*", 0.0))
 
+    def arm_hold(self, method: str, seconds: float, count: int) -> None:
+        with self.lock:
+            self.hold.setdefault(method, []).extend([seconds] * count)
+
+    def take_hold(self, method: str) -> float:
+        """How long this call of `method` waits before it runs (0: not held), used up."""
+        if self.exempt(method):
+            return 0.0
+        with self.lock:
+            queue = self.hold.get(method)
+            if not queue:
+                return 0.0
+            self.held[method] = self.held.get(method, 0) + 1
+            return queue.pop(0)
+
+    def record_abandoned(self, method: str) -> None:
+        """A held call whose caller left: it never ran."""
+        with self.lock:
+            self.abandoned[method] = self.abandoned.get(method, 0) + 1
+
     def clear(self) -> None:
         with self.lock:
             self.fail.clear()
             self.drop.clear()
             self.latency.clear()
+            self.hold.clear()
 
     def snapshot(self) -> dict[str, object]:
         with self.lock:
@@ -96,5 +120,8 @@ class Faults:
                 },
                 "drop_reply": {m: n for m, n in self.drop.items() if n > 0},
                 "latency": dict(self.latency),
+                "hold": {m: len(q) for m, q in self.hold.items() if q},
+                "held": dict(self.held),
+                "abandoned": dict(self.abandoned),
                 "calls": dict(self.calls),
             }

@@ -40,6 +40,12 @@ def devnode_set_latency(ctx: Context, args: list[Any]) -> bool:
     return True
 
 
+@rpc("devnode_hold", "method:str!", "seconds:num!", "count:num")
+def devnode_hold(ctx: Context, args: list[Any]) -> bool:
+    ctx.node.faults.arm_hold(args[0], float(args[1]), _count(args[2]))
+    return True
+
+
 @rpc("devnode_clear_faults")
 def devnode_clear_faults(ctx: Context, args: list[Any]) -> bool:
     ctx.node.faults.clear()

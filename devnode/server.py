@@ -6,7 +6,8 @@
   an unknown method, 400 for an invalid request), JSON-RPC 2.0 replies always 200, batches
   always 200 — the same as bitcoind's httprpc.cpp.
 - One thread per connection; every RPC runs under the node's single lock. Injected
-  latency is slept after the call and outside that lock, so other calls keep flowing.
+  latency is slept after the call and outside that lock, so other calls keep flowing; a
+  held call (devnode_hold) waits before it runs, and never runs if its caller has gone.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import hmac
 import json
 import logging
+import select
 import socket
 import sys
 import threading
@@ -172,6 +174,27 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(reply.status, body.encode(), "application/json")
 
+    def _wait_unless_caller_leaves(self, seconds: float) -> bool:
+        """Sleep up to `seconds` outside the node lock; True as soon as the client has closed
+        its end (a killed process's socket reads EOF), so a test can kill a worker at exactly
+        "request not yet sent" without the held call running later."""
+        deadline = time.monotonic() + seconds
+        sock = self.connection
+        timeout = sock.gettimeout()
+        try:
+            while time.monotonic() < deadline:
+                readable, _, _ = select.select([sock], [], [], 0.05)
+                if readable:
+                    try:
+                        if sock.recv(1, socket.MSG_PEEK) == b"":
+                            return True
+                    except OSError:
+                        return True
+                    time.sleep(0.05)  # pipelined bytes, not a close: keep holding
+        finally:
+            sock.settimeout(timeout)
+        return False
+
     def _one(self, request: Any, wallet: str | None, methods: list[str]) -> Reply:
         if not isinstance(request, dict):
             return Reply(_error_body(None, RPC_INVALID_REQUEST, "Invalid Request object", False),
@@ -190,6 +213,11 @@ class _Handler(BaseHTTPRequestHandler):
         node = self.server.node
         faults = node.faults
         faults.record_call(method)
+        hold = faults.take_hold(method)
+        if hold > 0 and self._wait_unless_caller_leaves(hold):
+            # The caller died while its request was held: to the node it never arrived.
+            faults.record_abandoned(method)
+            return Reply(_error_body(rid, RPC_MISC_ERROR, "caller gone", v2), 500, dropped=True)
         armed = faults.take_failure(method)
         if armed is not None:
             reply = _reply_error(rid, armed.code, armed.message, v2)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -207,3 +210,40 @@ def test_connection_refused_is_unavailable_and_redacted() -> None:
     with pytest.raises(NodeUnavailable) as caught:
         client.get_block_count()
     assert "s3cret" not in str(caught.value) and "s3cret" not in repr(client)
+
+
+def _held(node: RegtestNode, method: str, what: str = "held") -> int:
+    counts: dict[str, int] = node.call("devnode_status")["faults"][what]
+    return counts.get(method, 0)
+
+
+def test_a_held_call_whose_caller_is_killed_never_runs(
+    funded: RegtestNode, devnode: RunningDevnode
+) -> None:
+    signed, txid, _ = pay(funded, {FOREIGN: COIN})
+    funded.call("devnode_hold", "sendrawtransaction", 60, 1)
+    sender = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from cli.regtest_node import RegtestNode; "
+        "RegtestNode(sys.argv[1], timeout=120).send_raw_transaction(sys.argv[2])"
+    ), devnode.wallet_url, signed])  # fmt: skip
+    try:
+        wait_until(lambda: _held(funded, "sendrawtransaction") == 1, 30)
+        assert funded.get_mempool_entry(txid) is None  # held before it ran
+        sender.send_signal(signal.SIGKILL)
+        sender.wait(10)
+        wait_until(lambda: _held(funded, "sendrawtransaction", "abandoned") == 1, 10)
+        assert funded.get_mempool_entry(txid) is None
+        assert funded.call("devnode_status")["faults"]["calls"]["sendrawtransaction"] == 1
+    finally:
+        sender.kill()
+    # Not armed any more: the same bytes are accepted when sent again.
+    assert funded.send_raw_transaction(signed) == txid
+
+
+def test_a_held_call_whose_caller_waits_runs_after_the_hold(funded: RegtestNode) -> None:
+    signed, txid, _ = pay(funded, {FOREIGN: COIN})
+    funded.call("devnode_hold", "sendrawtransaction", 0.5, 1)
+    assert funded.send_raw_transaction(signed) == txid
+    assert funded.get_mempool_entry(txid) is not None
+    assert _held(funded, "sendrawtransaction") == 1
+    assert _held(funded, "sendrawtransaction", "abandoned") == 0
