@@ -180,19 +180,15 @@ class _Handler(BaseHTTPRequestHandler):
         "request not yet sent" without the held call running later."""
         deadline = time.monotonic() + seconds
         sock = self.connection
-        timeout = sock.gettimeout()
-        try:
-            while time.monotonic() < deadline:
-                readable, _, _ = select.select([sock], [], [], 0.05)
-                if readable:
-                    try:
-                        if sock.recv(1, socket.MSG_PEEK) == b"":
-                            return True
-                    except OSError:
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([sock], [], [], 0.05)
+            if readable:
+                try:
+                    if sock.recv(1, socket.MSG_PEEK) == b"":
                         return True
-                    time.sleep(0.05)  # pipelined bytes, not a close: keep holding
-        finally:
-            sock.settimeout(timeout)
+                except OSError:
+                    return True
+                time.sleep(0.05)  # pipelined bytes, not a close: keep holding
         return False
 
     def _one(self, request: Any, wallet: str | None, methods: list[str]) -> Reply:

@@ -214,9 +214,7 @@ def _pay_batch(claim: BatchClaim, settings: Settings, node: NodeClient) -> Resul
             except NodeError as exc:
                 # The search for the part that fits talks to the node too: an outage here is
                 # the same outage as while building, and must not leave the batch claimed.
-                reason = f"could not build the transaction: {exc}"
-                _release(claim, members, reason, count_attempt=not isinstance(exc, NodeUnavailable))
-                return Result(Outcome.RETRY, reason, batches=1)
+                return _give_back(claim, members, exc)
             if not fits:
                 _release(claim, members, wait.reason, count_attempt=False)
                 return Result(Outcome.RETRY, wait.reason, batches=1)
@@ -243,11 +241,7 @@ def _pay_batch(claim: BatchClaim, settings: Settings, node: NodeClient) -> Resul
             refused.append(refusal.reason)
             members = [m for m in members if m not in at_fault]
         except (NodeError, BuildError) as exc:
-            reason = f"could not build the transaction: {exc}"
-            # An unreachable node is an outage, not a fault of these payouts: waiting it out
-            # must not use up the attempts that turn a poison payout into `failed`.
-            _release(claim, members, reason, count_attempt=not isinstance(exc, NodeUnavailable))
-            return Result(Outcome.RETRY, reason, batches=1)
+            return _give_back(claim, members, exc)
     if signed is None:
         return Result(Outcome.FAILED, "; ".join(refused), batches=1)
     return _persist_and_send(claim.only(members), signed, settings, node)
@@ -281,6 +275,14 @@ def _persist_and_send(
     if outcome in (BroadcastOutcome.DEAD, BroadcastOutcome.REJECTED):
         return Result(Outcome.FAILED, outcome.value, signed.tx.txid, 0, 1)
     return Result(Outcome.SIGNED_PENDING, outcome.value, signed.tx.txid, count, 1)
+
+
+def _give_back(claim: BatchClaim, members: list[Member], exc: Exception) -> Result:
+    reason = f"could not build the transaction: {exc}"
+    # An unreachable node is an outage, not a fault of these payouts: waiting it out must not
+    # use up the attempts that turn a poison payout into `failed`.
+    _release(claim, members, reason, count_attempt=not isinstance(exc, NodeUnavailable))
+    return Result(Outcome.RETRY, reason, batches=1)
 
 
 def _release(claim: BatchClaim, members: list[Member], reason: str, *, count_attempt: bool) -> None:
