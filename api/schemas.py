@@ -14,6 +14,7 @@ from shared.core.models import Payout, PayoutEvent, PayoutState, Route, TxState
 from shared.core.validation import MAX_REASON_LENGTH
 from shared.intake.payouts import transaction_ids
 from shared.sending.transaction_views import TransactionView
+from shared.sending.versions import version_txids
 
 
 class CreatePayoutRequest(BaseModel):
@@ -52,7 +53,15 @@ class PayoutOut(BaseModel):
     claimed_by: str | None
     lease_until: datetime | None
     attempts: int
-    txid: str | None = Field(description="Id of the signed transaction paying it, once signed")
+    txid: str | None = Field(
+        description="Id of the signed transaction paying it, once signed. After a fee bump: "
+        "the newest version, or once one is in a block, the version that confirmed"
+    )
+    transaction_versions: list[str] = Field(
+        default_factory=list,
+        description="Every version of its transaction (txids, oldest first): more than one "
+        "after a fee bump; only one of them can ever confirm",
+    )
     vout: int | None = Field(
         description="Which output of that transaction pays it (null until signed, and for "
         "transactions stored before batching)"
@@ -125,9 +134,42 @@ class TransactionSummaryOut(_TransactionFields):
 
 class TransactionOut(_TransactionFields):
     payouts: list[TransactionPayoutOut] = Field(
-        description="The payouts it pays, by vout. A payout re-queued after its transaction "
-        "was proven dead is no longer listed"
+        description="The payouts it pays, by vout (kept for replaced and dead versions too)"
     )
+    replaces: str | None = Field(description="The version this fee bump replaced (txid)")
+    replaced_by: str | None = Field(description="The version that replaced this one (txid)")
+    versions: list[str] = Field(
+        description="Every version of this payment (txids, oldest first); one can confirm"
+    )
+
+
+class BumpRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    fee_rate_sat_vb: StrictInt = Field(
+        ge=1, le=100_000,
+        description="The fee rate the transaction should pay, with any unconfirmed ancestors, "
+        "in sat/vB; capped by PAYOUTS_MAX_FEE_RATE_SAT_VB (422 over_cap above it)",
+    )  # fmt: skip
+
+
+class BumpOut(BaseModel):
+    txid: str = Field(description="The transaction asked about")
+    method: Literal["rbf", "cpfp"] = Field(
+        description="rbf: it was replaced; cpfp: it has descendants, so its youngest descendant "
+        "was replaced with a fee that pays for the whole package"
+    )
+    replaced_txid: str = Field(description="The version that was replaced")
+    new_txid: str = Field(description="The new version, stored before it was broadcast")
+    old_fee_sats: int
+    new_fee_sats: int
+    old_fee_rate_sat_vb: float
+    new_fee_rate_sat_vb: float
+    package_fee_rate_sat_vb: float = Field(
+        description="The new version's fee rate with its unconfirmed ancestors, as the node "
+        "sees it after the broadcast (0 when it is not in the mempool yet)"
+    )
+    broadcast: str = Field(description="sent | already_known | unknown (resent later) | …")
+    transaction: TransactionOut = Field(description="The new version")
 
 
 class TransactionPage(BaseModel):
@@ -152,7 +194,9 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
-def payout_out(payout: Payout, txid: str | None) -> PayoutOut:
+def payout_out(
+    payout: Payout, txid: str | None, transaction_versions: list[str] | None = None
+) -> PayoutOut:
     """The public JSON view of a payout (claim_token and reserved inputs stay private)."""
     return PayoutOut(
         id=payout.id,
@@ -167,6 +211,7 @@ def payout_out(payout: Payout, txid: str | None) -> PayoutOut:
         lease_until=_utc(payout.lease_until),
         attempts=payout.attempts,
         txid=txid,
+        transaction_versions=transaction_versions or ([txid] if txid else []),
         vout=payout.vout,
         fee_share_sats=payout.fee_share_sats,
         last_error=payout.last_error,
@@ -178,12 +223,16 @@ def payout_out(payout: Payout, txid: str | None) -> PayoutOut:
 
 def serialize_payout(session: Session, payout: Payout) -> PayoutOut:
     """`payout_out` with the txid looked up; use this in routes."""
-    return payout_out(payout, transaction_ids(session, [payout]).get(payout.id))
+    return serialize_payouts(session, [payout])[0]
 
 
 def serialize_payouts(session: Session, payouts: list[Payout]) -> list[PayoutOut]:
     txids = transaction_ids(session, payouts)  # one query for the whole page
-    return [payout_out(p, txids.get(p.id)) for p in payouts]
+    chains = version_txids(session, [p.tx_id for p in payouts if p.tx_id is not None])
+    return [
+        payout_out(p, txids.get(p.id), chains.get(p.tx_id) if p.tx_id else None)
+        for p in payouts
+    ]
 
 
 def _transaction_fields(view: TransactionView) -> dict[str, Any]:
@@ -212,6 +261,9 @@ def transaction_out(view: TransactionView) -> TransactionOut:
             )
             for p in view.payouts
         ],
+        replaces=view.replaces,
+        replaced_by=view.replaced_by,
+        versions=list(view.versions) or [view.txid],
     )
 
 

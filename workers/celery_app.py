@@ -30,6 +30,9 @@ app.conf.beat_schedule = {
     "sweep-unclaimed": _beat_entry(task_names.SWEEP, _every, _every * 3),
     "rebroadcast-signed": _beat_entry(task_names.REBROADCAST, _every, _every * 3),
     "track-confirmations": _beat_entry(task_names.TRACK_CONFIRMATIONS, _every, _every * 3),
+    # Stuck transactions only change with new blocks; looking every interval is cheap (one
+    # estimatesmartfee, one getmempoolentry per broadcast transaction).
+    "bump-fees": _beat_entry(task_names.BUMP_FEES, _every, _every * 3),
     # Rare work (orphans need two leases to qualify); no need to look every interval.
     "release-orphaned-locks": _beat_entry(
         task_names.RELEASE_ORPHANED_LOCKS,

@@ -17,6 +17,7 @@ from shared.node import NodeClient
 from shared.recovery import coin_locks, confirmations
 from shared.recovery import rebroadcast as rebroadcast_job
 from shared.recovery import sweep as sweep_job
+from shared.sending import fee_bumping
 from shared.sending.automatic import Outcome, Result
 from shared.sending.automatic import process_payout as run_process_payout
 from shared.sending.automatic import run_batches as run_batches_now
@@ -152,3 +153,13 @@ def track_confirmations() -> dict[str, int]:
 )
 def release_orphaned_locks() -> int:
     return coin_locks.release_orphaned_locks(_node(), get_settings(), task_redis())
+
+
+@payouts_task(
+    task_names.BUMP_FEES, retry=MAINTENANCE_RETRY, run_lock=maintenance_lock("bump_fees", {})
+)
+def bump_fees() -> dict[str, object]:
+    """Bump stuck transactions (shared/sending/fee_bumping.py `bump_stuck`)."""
+    report = fee_bumping.bump_stuck(_node(), get_settings())
+    return {"looked_at": report.looked_at, "bumped": report.bumped, "skipped": report.skipped,
+            "no_estimate": report.no_estimate}  # fmt: skip

@@ -1,21 +1,42 @@
-"""Transaction routes (read-only; docs/architecture.md §10): the signed transactions the
-engine stored, and which payouts each one pays. Scope `payouts:read`, like reading payouts.
-Each route calls one function of `shared.sending.transaction_views` and serializes."""
+"""Transaction routes (docs/architecture.md §10): the signed transactions the engine stored,
+which payouts each one pays (scope `payouts:read`, like reading payouts), and an operator's fee
+bump (scope `payouts:approve`). Each route calls one function of `shared.sending` and
+serializes."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 
-from api.auth import CanRead
-from api.deps import SessionDep
-from api.errors import error_responses
-from api.schemas import TransactionOut, TransactionPage, transaction_out, transaction_summary_out
+from api.auth import CanApprove, CanRead
+from api.deps import SessionDep, require_json_body
+from api.errors import BODY_ERRORS, error_responses
+from api.schemas import (
+    BumpOut,
+    BumpRequest,
+    TransactionOut,
+    TransactionPage,
+    transaction_out,
+    transaction_summary_out,
+)
 from shared.core.models import TxState
+from shared.infra.settings import get_settings
+from shared.node import NodeClient
+from shared.sending import fee_bumping
 from shared.sending import transaction_views as views
 
 router = APIRouter(prefix="/v1/transactions", tags=["transactions"])
+
+TxidPath = Annotated[
+    str,
+    Path(
+        description="Transaction id as the node prints it (64 hex digits)",
+        pattern=views.TXID_PATTERN,
+        min_length=64,
+        max_length=64,
+    ),
+]
 
 
 @router.get(
@@ -51,14 +72,41 @@ def list_transactions(
 def get_transaction(
     session: SessionDep,
     _: CanRead,
-    txid: Annotated[
-        str,
-        Path(
-            description="Transaction id as the node prints it (64 hex digits)",
-            pattern=views.TXID_PATTERN,
-            min_length=64,
-            max_length=64,
-        ),
-    ],
+    txid: TxidPath,
 ) -> TransactionOut:
     return transaction_out(views.get_transaction(session, txid))
+
+
+@router.post(
+    "/{txid}/bump",
+    response_model=BumpOut,
+    status_code=202,
+    summary="Bump a stuck transaction's fee (RBF, or CPFP through its youngest descendant)",
+    description="Needs `payouts:approve`. The new version spends every input of the old one, "
+    "pays every payout the same output, and is stored before it is broadcast. 409: "
+    "`already_confirmed`, `already_replaced` (bump the newest version), `not_broadcast`, "
+    "`manual_payout`, `change_being_spent`, `has_descendants`, `nothing_to_bump_with` (the "
+    "wallet cannot pay the higher fee). 422: `rate_too_low` (not above what it pays now), "
+    "`over_cap` (over PAYOUTS_MAX_FEE_RATE_SAT_VB or PAYOUTS_MAX_BUMP_FEE_SATS).",
+    responses=error_responses(*BODY_ERRORS, 401, 403, 404, 409, 422, 502, 503),
+)
+def bump(
+    body: BumpRequest,
+    session: SessionDep,
+    principal: CanApprove,
+    txid: TxidPath,
+    _json: Annotated[None, Depends(require_json_body)],
+) -> BumpOut:
+    settings = get_settings()
+    node = NodeClient.from_settings(settings)
+    done = fee_bumping.bump_transaction(
+        node, settings, views.normalize_txid(txid), fee_rate_sat_vb=body.fee_rate_sat_vb,
+        actor=principal.name,
+    )  # fmt: skip
+    return BumpOut(
+        txid=done.txid, method=done.method, replaced_txid=done.bumped_txid,  # type: ignore[arg-type]
+        new_txid=done.new_txid, old_fee_sats=done.old_fee_sats, new_fee_sats=done.new_fee_sats,
+        old_fee_rate_sat_vb=done.old_fee_rate_sat_vb, new_fee_rate_sat_vb=done.new_fee_rate_sat_vb,
+        package_fee_rate_sat_vb=done.package_fee_rate_sat_vb, broadcast=done.broadcast,
+        transaction=transaction_out(views.get_transaction(session, done.new_txid)),
+    )  # fmt: skip

@@ -20,6 +20,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from shared.core.claims import SignedTx, persist_signed, worker_actor
+from shared.core.claims import fee_shares as fee_shares  # re-exported: batches split fees
 from shared.core.models import Payout, PayoutState, Route, Transaction, utcnow
 from shared.core.state_machine import transition, transition_many
 
@@ -218,16 +219,3 @@ def persist_batch(session: Session, claim: BatchClaim, signed: SignedBatch) -> T
         vouts=signed.vouts,
         fee_shares=signed.fee_shares,
     )
-
-
-def fee_shares(fee_sats: int, payout_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
-    """Split a transaction's fee evenly among the payouts it pays; the few sats that do not
-    divide go to the oldest ones, so the shares always add up to the fee exactly.
-
-    Even, not by output size: every payout gets the same service, and the inputs and change
-    (most of a batch's size) are shared costs.
-    """
-    if not payout_ids:
-        return {}
-    share, rest = divmod(fee_sats, len(payout_ids))
-    return {pid: share + (1 if i < rest else 0) for i, pid in enumerate(payout_ids)}

@@ -14,13 +14,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shared.core.errors import InvalidState
-from shared.core.models import Payout, PayoutState, Route, Transaction, TxState, utcnow
-from shared.core.state_machine import transition, transition_many
+from shared.core.models import (
+    Payout,
+    PayoutState,
+    Route,
+    Transaction,
+    TransactionPayout,
+    TxState,
+    utcnow,
+)
+from shared.core.state_machine import transition, transition_many, transition_tx
 
 S = PayoutState
 
@@ -288,7 +296,29 @@ def persist_signed(
         if len(moved) != len(payout_ids):
             savepoint.rollback()
             return None
+        link_payouts(session, row.id, payout_ids, vouts, fee_shares)
     return row
+
+
+def link_payouts(
+    session: Session,
+    tx_row_id: uuid.UUID,
+    payout_ids: Sequence[uuid.UUID],
+    vouts: Mapping[uuid.UUID, int] | None,
+    fee_shares: Mapping[uuid.UUID, int] | None,
+) -> None:
+    """Record which payouts a stored transaction pays (`transaction_payouts`), one multi-row
+    INSERT: the history that survives re-queues and fee bumps."""
+    if not payout_ids:
+        return
+    session.execute(
+        insert(TransactionPayout),
+        [
+            {"tx_id": tx_row_id, "payout_id": pid, "vout": (vouts or {}).get(pid),
+             "fee_share_sats": (fee_shares or {}).get(pid)}
+            for pid in payout_ids
+        ],
+    )  # fmt: skip
 
 
 def persist_signed_tx(
@@ -308,3 +338,92 @@ def persist_signed_tx(
         )
         is not None
     )
+
+
+def persist_bump(
+    session: Session,
+    old: Transaction,
+    new: SignedTx,
+    vouts: Mapping[uuid.UUID, int],
+    *,
+    actor: str,
+    reason: str,
+) -> Transaction | None:
+    """Write-ahead for a fee bump (docs/architecture.md §6), all or nothing in one SAVEPOINT: the
+    old version `broadcast -> replaced` by compare-and-set, the new one stored `signed` with
+    `replaces_txid`/`original_txid`, its payouts linked with their outputs and an even fee
+    share, and the payouts (`broadcast -> broadcast`) moved to it with `reason` in the audit
+    trail.
+
+    None means another bump (or a confirmation) won the CAS, or the payouts moved on: nothing
+    was stored and the caller must not broadcast. The new version's bytes were checked by the
+    caller to spend every input of `old` (`fee_bumping.check_replacement`).
+    """
+    with session.begin_nested() as savepoint:
+        if not transition_tx(session, old.id, expected=TxState.BROADCAST,
+                             target=TxState.REPLACED, values={"last_error": None}):  # fmt: skip
+            savepoint.rollback()
+            return None
+        row = Transaction(
+            id=uuid.uuid4(), txid=new.txid, raw_hex=new.raw_hex, fee_sats=new.fee_sats,
+            vsize=new.vsize, inputs=new.inputs, state=TxState.SIGNED,
+            replaces_txid=old.txid, original_txid=old.family_txid,
+        )  # fmt: skip
+        session.add(row)
+        try:
+            session.flush()
+        except IntegrityError:
+            savepoint.rollback()  # these exact bytes are stored already
+            return None
+        ids = list(vouts)
+        link_payouts(session, row.id, ids, vouts, fee_shares(new.fee_sats, ids))
+        moved = move_payouts(session, old, row, actor=actor, reason=reason)
+        if len(moved) != len(ids):
+            savepoint.rollback()
+            return None
+    return row
+
+
+def move_payouts(
+    session: Session,
+    source: Transaction,
+    target: Transaction,
+    *,
+    actor: str,
+    reason: str,
+) -> list[uuid.UUID]:
+    """CAS the payouts that name `source` (all `broadcast`) over to `target`, each with its
+    output and fee share in `target` (from `transaction_payouts`). One UPDATE; the caller
+    compares the count with what it expected."""
+    links = session.execute(
+        select(
+            TransactionPayout.payout_id, TransactionPayout.vout, TransactionPayout.fee_share_sats
+        ).where(TransactionPayout.tx_id == target.id)
+    ).all()
+    if not links:
+        return []
+    ids = [link.payout_id for link in links]
+    values: dict[str, object] = {
+        "tx_id": target.id,
+        "vout": case({link.payout_id: link.vout for link in links}, value=Payout.id),
+        "fee_share_sats": case(
+            {link.payout_id: link.fee_share_sats for link in links}, value=Payout.id
+        ),
+    }
+    return transition_many(
+        session, ids, expected=S.BROADCAST, target=S.BROADCAST, actor=actor, reason=reason,
+        guards=[Payout.tx_id == source.id], values=values, log_fields={"txid": target.txid},
+    )  # fmt: skip
+
+
+def fee_shares(fee_sats: int, payout_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Split a transaction's fee evenly among the payouts it pays; the few sats that do not
+    divide go to the oldest ones, so the shares always add up to the fee exactly.
+
+    Even, not by output size: every payout gets the same service, and the inputs and change
+    (most of a batch's size) are shared costs.
+    """
+    if not payout_ids:
+        return {}
+    share, rest = divmod(fee_sats, len(payout_ids))
+    return {pid: share + (1 if i < rest else 0) for i, pid in enumerate(payout_ids)}

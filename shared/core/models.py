@@ -69,6 +69,9 @@ class TxState(enum.StrEnum):
     BROADCAST = "broadcast"
     CONFIRMED = "confirmed"
     CONFLICTED = "conflicted"
+    # Another version of the same payment (a fee bump, or the original a bump replaced) is the
+    # live one, or confirmed. Still watched: a replaced version may yet confirm instead.
+    REPLACED = "replaced"
 
 
 class Base(DeclarativeBase):
@@ -135,13 +138,43 @@ class Transaction(Base):
     block_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     broadcast_attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # Fee bumps (docs/architecture.md §6): a bumped version names the version it replaces and
+    # the first version of the payment; every version of one payment shares `original_txid`
+    # (None on the first version itself, which is its own original).
+    replaces_txid: Mapped[str | None] = mapped_column(String(64), default=None)
+    original_txid: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
 
     __table_args__ = (
         Index("ix_transactions_state", "state"),
         Index("ix_transactions_created", "created_at", "id"),
+        Index("ix_transactions_replaces", "replaces_txid"),
+        Index("ix_transactions_original", "original_txid"),
     )
+
+    @property
+    def family_txid(self) -> str:
+        """The txid every version of this payment shares: the first version's."""
+        return self.original_txid or self.txid
+
+
+class TransactionPayout(Base):
+    """Which payouts a stored transaction pays, by which output, with what fee share.
+
+    `payouts.tx_id` names the one version that counts now; this table keeps every version's
+    outputs, so a replaced or dead transaction still shows whom it paid, and adopting another
+    version (the one that confirmed) knows each payout's output in it without asking the node.
+    """
+
+    __tablename__ = "transaction_payouts"
+
+    tx_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("transactions.id"), primary_key=True)
+    payout_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("payouts.id"), primary_key=True)
+    vout: Mapped[int | None] = mapped_column(Integer, default=None)
+    fee_share_sats: Mapped[int | None] = mapped_column(BigInteger, default=None)
+
+    __table_args__ = (Index("ix_transaction_payouts_payout", "payout_id"),)
 
 
 class PayoutEvent(Base):

@@ -32,7 +32,9 @@ ALLOWED: Mapping[PayoutState, frozenset[PayoutState]] = {
     # `-> approved` from signed/broadcast is a re-queue: the transaction is proven dead, its
     # conflict buried PAYOUTS_DEAD_DEPTH deep (docs/architecture.md §5.2).
     S.SIGNED: frozenset({S.BROADCAST, S.FAILED, S.APPROVED}),
-    S.BROADCAST: frozenset({S.CONFIRMED, S.FAILED, S.APPROVED}),
+    # `broadcast -> broadcast` moves a payout to another version of its transaction: a fee
+    # bump, or the version that confirmed (docs/architecture.md §6, fee bumping).
+    S.BROADCAST: frozenset({S.BROADCAST, S.CONFIRMED, S.FAILED, S.APPROVED}),
     S.CONFIRMED: frozenset({S.BROADCAST}),  # a reorg took the confirming block away
     S.CANCELLED: frozenset(),
     S.FAILED: frozenset(),
@@ -44,10 +46,14 @@ T = TxState
 # A stored transaction's states. `signed` rows are inserted by claims.persist_signed with the
 # payout's `claimed -> signed` CAS. `broadcast -> broadcast` and `confirmed -> confirmed` refresh
 # the confirmation count; `confirmed -> broadcast` is a reorg; `conflicted` is proven dead.
+# `replaced`: another version of the same payment is the live one (a fee bump persisted) or
+# confirmed; a replaced version comes back (`-> broadcast`/`confirmed`) when it confirms instead,
+# or when the node refused the bump that replaced it.
 TX_ALLOWED: Mapping[TxState, frozenset[TxState]] = {
-    T.SIGNED: frozenset({T.BROADCAST, T.CONFLICTED}),
-    T.BROADCAST: frozenset({T.BROADCAST, T.CONFIRMED, T.CONFLICTED}),
-    T.CONFIRMED: frozenset({T.CONFIRMED, T.BROADCAST, T.CONFLICTED}),
+    T.SIGNED: frozenset({T.BROADCAST, T.CONFLICTED, T.REPLACED}),
+    T.BROADCAST: frozenset({T.BROADCAST, T.CONFIRMED, T.CONFLICTED, T.REPLACED}),
+    T.CONFIRMED: frozenset({T.CONFIRMED, T.BROADCAST, T.CONFLICTED, T.REPLACED}),
+    T.REPLACED: frozenset({T.REPLACED, T.BROADCAST, T.CONFIRMED, T.CONFLICTED}),
     T.CONFLICTED: frozenset(),
 }
 
@@ -205,6 +211,29 @@ def transition_many(
             },
         )
     return moved
+
+
+def note(
+    session: Session,
+    payout_ids: Sequence[uuid.UUID],
+    *,
+    state: PayoutState,
+    actor: str,
+    reason: str,
+) -> None:
+    """An audit row that records an event without a state change (e.g. a fee bump of another
+    transaction that carries this payout's along, CPFP). `state` is the state it happened in."""
+    if not payout_ids:
+        return
+    now = utcnow()
+    session.execute(
+        insert(PayoutEvent),
+        [
+            {"payout_id": pid, "from_state": state, "to_state": state, "actor": actor,
+             "reason": reason, "at": now}
+            for pid in payout_ids
+        ],
+    )  # fmt: skip
 
 
 def transition_tx(

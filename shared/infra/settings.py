@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     # Used when estimatesmartfee has no estimate (always the case on a fresh regtest chain).
     fallback_fee_rate_sat_vb: int = Field(default=2, ge=1)
     max_fee_rate_sat_vb: int = Field(default=200, ge=1)
+    # Fee bumping (docs/architecture.md §6): a transaction still unconfirmed this many blocks
+    # after it entered the mempool, paying less than the estimate for FEE_CONF_TARGET, is
+    # bumped by the beat job. 0 turns the automatic bumps off (operators can still bump).
+    bump_after_blocks: int = Field(default=3, ge=0, le=1000)
+    # The most fee one bumped version (or accelerating descendant) may pay, in sats.
+    max_bump_fee_sats: int = Field(default=1_000_000, ge=1)
     lease_seconds: int = Field(default=60, ge=5)
     # A human with an external signer needs longer than a worker's lease.
     manual_claim_seconds: int = Field(default=900, ge=30)

@@ -58,6 +58,8 @@ READ_ONLY_METHODS = frozenset({
     "signrawtransactionwithwallet", "walletprocesspsbt", "finalizepsbt", "testmempoolaccept",
     "getrawtransaction", "gettransaction", "getmempoolentry", "getrawmempool",
     "estimatesmartfee", "gettxout", "listtransactions", "listsinceblock", "uptime", "help",
+    # Builds a PSBT only: nothing is signed, sent, stored or locked.
+    "psbtbumpfee",
 })
 # sendrawtransaction is never in it (docs/architecture.md §8): a unit test holds that.
 
@@ -76,6 +78,13 @@ class FundedPsbt:
     psbt: str
     fee_sats: int
     change_position: int
+
+
+@dataclass(frozen=True)
+class BumpPsbt:
+    psbt: str
+    old_fee_sats: int
+    fee_sats: int
 
 
 @dataclass(frozen=True)
@@ -368,6 +377,20 @@ class NodeClient:
         return FundedPsbt(str(result["psbt"]), btc_to_sats(result["fee"]),
                           int(result["changepos"]))
 
+    def psbt_bump_fee(self, txid: str, *, fee_rate_sat_vb: int) -> BumpPsbt:
+        """The wallet's fee bump of `txid` as an unsigned PSBT. Never `bumpfee`: that signs and
+        broadcasts at once, before the new version could be stored (docs/architecture.md §5.1)."""
+        result = self.call("psbtbumpfee", txid, {"fee_rate": fee_rate_sat_vb})
+        return BumpPsbt(str(result["psbt"]), btc_to_sats(result["origfee"]),
+                        btc_to_sats(result["fee"]))
+
+    def sign_psbt_with_wallet(self, psbt: str) -> str:
+        """walletprocesspsbt (sign, finalize): the complete transaction's hex."""
+        result = self.call("walletprocesspsbt", psbt, True)
+        if not result.get("complete") or "hex" not in result:
+            raise WalletError("signing incomplete: the wallet could not sign every input")
+        return str(result["hex"])
+
     def finalize_psbt(self, psbt: str) -> tuple[str | None, bool]:
         result = self.call("finalizepsbt", psbt)
         complete = bool(result.get("complete"))
@@ -378,6 +401,6 @@ class NodeClient:
 
 
 __all__ = [
-    "DecodedTx", "FundedPsbt", "FundedTx", "NodeClient", "NodeError", "READ_ONLY_METHODS",
-    "TxOutput", "outpoint_objects", "parse_outpoint", "redact",
+    "BumpPsbt", "DecodedTx", "FundedPsbt", "FundedTx", "NodeClient", "NodeError",
+    "READ_ONLY_METHODS", "TxOutput", "outpoint_objects", "parse_outpoint", "redact",
 ]

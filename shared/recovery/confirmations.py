@@ -18,6 +18,7 @@ from shared.infra.db import session_scope
 from shared.infra.settings import Settings
 from shared.node import NodeClient
 from shared.recovery.common import ACTOR, BATCH, as_text
+from shared.sending import versions
 from shared.sending.broadcasting import (
     BroadcastOutcome,
     DeadOutcome,
@@ -108,6 +109,8 @@ def _track_one(
     tx: Transaction,
     report: ConfirmationReport,
 ) -> None:
+    # A fee-bumped payment: whichever version is in a block is the one that counts.
+    tx = versions.settle(session, node, tx, actor=ACTOR)
     info = chain_view(node, tx.txid)
     confirmations = int(info.get("confirmations", 0))
     seen = {"confirmations": confirmations, "block_hash": info.get("blockhash")}

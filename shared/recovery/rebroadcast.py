@@ -28,7 +28,10 @@ def rebroadcast_signed(node: NodeClient, settings: Settings) -> dict[str, int]:
             session.execute(
                 select(Transaction.id)
                 .join(Payout, Payout.tx_id == Transaction.id)
-                .where(Transaction.state == TxState.SIGNED, Payout.state == S.SIGNED)
+                # A fee bump's new version is `signed` while its payouts are already
+                # `broadcast` (under the version it replaces).
+                .where(Transaction.state == TxState.SIGNED,
+                       Payout.state.in_([S.SIGNED, S.BROADCAST]))
                 .distinct()
                 .limit(BATCH)
             ).scalars()

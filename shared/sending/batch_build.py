@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from shared.core.batch_claims import Member, SignedBatch, fee_shares
-from shared.core.claims import SignedTx
+from shared.core.batch_claims import Member, SignedBatch
+from shared.core.claims import SignedTx, fee_shares
 from shared.infra.db import session_scope
 from shared.infra.settings import Settings
 from shared.node import NodeClient

@@ -31,6 +31,7 @@ from shared.node.errors import (
     TxConflict,
 )
 from shared.ops import metrics
+from shared.sending import versions
 
 log = logging.getLogger(__name__)
 S = PayoutState
@@ -44,6 +45,7 @@ class BroadcastOutcome(enum.StrEnum):
     DEAD = "dead"  # proven dead: payouts re-queued, or failed with the reason
     DEAD_WAITING = "dead_waiting"  # proven dead; waiting for the conflict to be buried
     REJECTED = "rejected"  # the node refused it for another reason: failed with the reason
+    REPLACED = "replaced"  # another version of the payment (fee bump or original) confirmed
     TRANSIENT = "transient"  # refused for a passing condition (mempool full, chain limit)
 
 
@@ -194,6 +196,11 @@ def mark_dead(
     themselves) means the payout WAS paid: it ends `failed` saying so, so nobody re-sends.
     """
     dead_depth = get_settings().dead_depth if dead_depth is None else dead_depth
+    family = versions.versions_of(session, tx) if versions.has_versions(session, tx) else [tx]
+    if {v.txid for v in family} & set(proof.conflicts):
+        # Beaten by another version of the same payment (a bump, or the original): that is a
+        # payment, not a death. `versions.settle` adopts it on the next look.
+        return DeadOutcome.WAITING
     dead_reason = proof.reason(tx.txid)
     depth = _conflict_depth(node, proof.conflicts)
     if depth is not None and depth < dead_depth:
@@ -213,6 +220,12 @@ def mark_dead(
         session, tx.id, expected=[TxState.SIGNED, TxState.BROADCAST, TxState.CONFIRMED],
         target=TxState.CONFLICTED, values={"last_error": dead_reason},
     )  # fmt: skip
+    for version in family:  # its other versions spend the same inputs: dead too
+        if version.id != tx.id:
+            transition_tx(
+                session, version.id, expected=[TxState.REPLACED, TxState.SIGNED],
+                target=TxState.CONFLICTED, values={"last_error": dead_reason},
+            )  # fmt: skip
     requeue = depth is not None
     requeued = False
     for payout in session.execute(select(Payout).where(Payout.tx_id == tx.id)).scalars():
@@ -312,6 +325,8 @@ def _send_persisted(
         _record_attempt(session, tx, f"broadcast outcome unknown: {exc.message}")
         return BroadcastOutcome.UNKNOWN
     except (InputsMissingOrSpent, TxConflict) as exc:
+        if versions.settle(session, node, tx, actor=actor).id != tx.id:
+            return BroadcastOutcome.REPLACED  # another version of this payment is in a block
         proof = prove_dead(node, tx.txid, list(tx.inputs))
         if proof is None:
             if _confirmations(node, tx.txid) > 0:  # it was ours all along, already mined
@@ -331,6 +346,10 @@ def _send_persisted(
         # stop and hand it to a human. The bytes were never accepted, so nothing was paid.
         reason = f"node rejected transaction {tx.txid}: {exc.message} (code {exc.code})"
         _record_attempt(session, tx, reason)
+        if versions.revert_refused_bump(session, tx, reason, actor=actor):
+            # A refused fee bump paid nothing; the version it replaced is live again and
+            # still pays the payouts.
+            return BroadcastOutcome.REJECTED
         for payout_id in payouts_of(session, tx.id):
             transition(
                 session,

@@ -17,7 +17,7 @@ import math
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,9 +25,10 @@ from sqlalchemy import Row, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from shared.core.errors import DomainError, ErrorKind
-from shared.core.models import Payout, Transaction, TxState
+from shared.core.models import Payout, Transaction, TransactionPayout, TxState
 from shared.core.validation import ValidationError
 from shared.intake.payouts import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_cursor
+from shared.sending import versions
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -74,6 +75,11 @@ class TransactionView:
     created_at: datetime
     payout_count: int
     payouts: tuple[PaidPayout, ...] = ()  # filled by get_transaction only
+    # Fee bumps, filled by get_transaction only: the version this one replaced, the one that
+    # replaced it, and every version of the payment (txids, oldest first).
+    replaces: str | None = None
+    replaced_by: str | None = None
+    versions: tuple[str, ...] = ()
 
     @property
     def fee_rate_sat_vb(self) -> float | None:
@@ -168,7 +174,9 @@ def _payout_counts(session: Session, tx_ids: Sequence[uuid.UUID]) -> dict[uuid.U
     if not tx_ids:
         return {}
     rows = session.execute(
-        select(Payout.tx_id, func.count()).where(Payout.tx_id.in_(tx_ids)).group_by(Payout.tx_id)
+        select(TransactionPayout.tx_id, func.count())
+        .where(TransactionPayout.tx_id.in_(tx_ids))
+        .group_by(TransactionPayout.tx_id)
     )
     return {tx_id: int(count) for tx_id, count in rows if tx_id is not None}
 
@@ -183,6 +191,7 @@ _COLUMNS = (
     Transaction.vsize,
     Transaction.confirmations,
     Transaction.created_at,
+    Transaction.replaces_txid,
     case((Transaction.vsize.is_(None), Transaction.raw_hex), else_=None).label("raw_hex"),
 )
 
@@ -255,15 +264,25 @@ def get_transaction(session: Session, txid: str) -> TransactionView:
     row = session.execute(select(*_COLUMNS).where(Transaction.txid == normalized)).one_or_none()
     if row is None:
         raise TransactionNotFound(normalized)
+    # Through transaction_payouts, not payouts.tx_id: a replaced or dead version still shows
+    # whom it paid, by its own outputs.
+    link = TransactionPayout
     paid = tuple(
         PaidPayout(p.id, p.vout, p.amount_sats, p.fee_share_sats)
         for p in session.execute(
-            select(Payout.id, Payout.vout, Payout.amount_sats, Payout.fee_share_sats)
-            .where(Payout.tx_id == row.id)
-            .order_by(Payout.vout.is_(None), Payout.vout, Payout.id)
+            select(Payout.id, link.vout, Payout.amount_sats, link.fee_share_sats)
+            .join(link, link.payout_id == Payout.id)
+            .where(link.tx_id == row.id)
+            .order_by(link.vout.is_(None), link.vout, Payout.id)
         )
     )
-    return _view(row, len(paid), paid)
+    view = _view(row, len(paid), paid)
+    return replace(
+        view,
+        replaces=row.replaces_txid,
+        replaced_by=versions.replaced_by(session, row.txid),
+        versions=tuple(versions.version_txids(session, [row.id]).get(row.id, [row.txid])),
+    )
 
 
 def encode_cursor(created_at: datetime, row_id: uuid.UUID) -> str:

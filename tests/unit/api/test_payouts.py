@@ -60,8 +60,8 @@ class TestCreate:
         assert body["created_by"] == "creator"
         assert set(body) == {
             "id", "destination", "amount_sats", "state", "route", "created_by", "approved_by",
-            "approved_at", "claimed_by", "lease_until", "attempts", "txid", "vout",
-            "fee_share_sats", "last_error", "metadata", "created_at", "updated_at",
+            "approved_at", "claimed_by", "lease_until", "attempts", "txid", "transaction_versions",
+            "vout", "fee_share_sats", "last_error", "metadata", "created_at", "updated_at",
         }  # fmt: skip
 
     def test_replay_is_200_with_the_same_payout(

@@ -14,7 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from shared.core.models import Payout, PayoutState, Transaction, TxState
+from shared.core.models import Payout, PayoutState, Transaction, TransactionPayout, TxState
 from shared.infra.db import get_sessionmaker
 from tests.unit.api.conftest import bearer
 from tests.unit.shared.factories import make_payout
@@ -60,6 +60,13 @@ def add_transaction(
             )
             for vout, amount, share in pays
         ]
+        # As claims.persist_signed records it: which payouts the transaction pays, by vout.
+        session.add_all(
+            TransactionPayout(tx_id=tx.id, payout_id=p.id, vout=p.vout,
+                              fee_share_sats=p.fee_share_sats)
+            for p in payouts
+        )  # fmt: skip
+        session.commit()
         return tx.id, [str(p.id) for p in payouts]
 
 
@@ -93,6 +100,9 @@ class TestGetTransaction:
                 {"id": batch[2], "vout": 1, "amount_sats": 20_000, "fee_share_sats": 334},
                 {"id": batch[0], "vout": 2, "amount_sats": 30_000, "fee_share_sats": 333},
             ],
+            "replaces": None,
+            "replaced_by": None,
+            "versions": [TXID],
         }
 
     def test_each_payout_view_names_its_transaction_output_and_fee_share(

@@ -295,6 +295,7 @@ class TestTaskNames:
             "payouts.maintenance.rebroadcast",
             "payouts.maintenance.track_confirmations",
             "payouts.maintenance.release_orphaned_locks",
+            "payouts.maintenance.bump_fees",
         ]
 
     def test_every_task_is_registered_with_its_queue_and_routed_there(self) -> None:

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 from cli.addresses import external_address
 from cli.regtest_node import RegtestNode
 from devnode.server import RunningDevnode
-from shared.core.batch_claims import claim_batch, fee_shares, persist_batch
+from shared.core.batch_claims import claim_batch, persist_batch
+from shared.core.claims import fee_shares
 from shared.core.models import Payout, PayoutEvent, PayoutState, Route, Transaction
 from shared.infra.db import get_engine, session_scope
 from shared.infra.settings import get_settings, reset_settings_cache
