@@ -62,7 +62,9 @@ SETTLED = frozenset({"confirmed", "failed"})
 # The beat jobs' run-locks (workers/tasks.py `_exclusive`).
 MAINTENANCE_LOCKS = tuple(
     f"maintenance:{job}"
-    for job in ("sweep", "rebroadcast", "track_confirmations", "release_orphaned_locks")
+    for job in (
+        "sweep", "rebroadcast", "track_confirmations", "release_orphaned_locks", "bump_fees"
+    )  # fmt: skip
 )
 # Blocks after which a coinbase is spendable by its wallet (with its own block: depth 101).
 COINBASE_MATURITY = 100

@@ -60,6 +60,7 @@ def fresh_postgres_database() -> AbstractContextManager[str]:
 
 TABLES_IN_DELETE_ORDER = (
     "payout_events",
+    "transaction_payouts",
     "idempotency_keys",
     "payouts",
     "transactions",
