@@ -20,9 +20,11 @@ from api.schemas import (
     transaction_out,
     transaction_summary_out,
 )
+from shared.core.errors import DomainError, ErrorKind
 from shared.core.models import TxState
 from shared.infra.settings import get_settings
 from shared.node import NodeClient
+from shared.node.errors import NodeUnavailable
 from shared.sending import fee_bumping
 from shared.sending import transaction_views as views
 
@@ -99,10 +101,15 @@ def bump(
 ) -> BumpOut:
     settings = get_settings()
     node = NodeClient.from_settings(settings)
-    done = fee_bumping.bump_transaction(
-        node, settings, views.normalize_txid(txid), fee_rate_sat_vb=body.fee_rate_sat_vb,
-        actor=principal.name,
-    )  # fmt: skip
+    try:
+        done = fee_bumping.bump_transaction(
+            node, settings, views.normalize_txid(txid), fee_rate_sat_vb=body.fee_rate_sat_vb,
+            actor=principal.name,
+        )  # fmt: skip
+    except NodeUnavailable as exc:
+        # Every node call before the persist; the broadcast after it never raises this.
+        raise DomainError("node_unavailable", "the Bitcoin node is unreachable; nothing was "
+                          "stored or sent, retry", ErrorKind.UNAVAILABLE) from exc  # fmt: skip
     return BumpOut(
         txid=done.txid, method=done.method, replaced_txid=done.bumped_txid,  # type: ignore[arg-type]
         new_txid=done.new_txid, old_fee_sats=done.old_fee_sats, new_fee_sats=done.new_fee_sats,

@@ -263,6 +263,10 @@ def bump_transaction(
             )
         raw_hex = node.sign_psbt_with_wallet(bump.psbt)
         decoded = node.decode_raw_transaction(raw_hex)
+        # Coins the wallet added to pay the higher fee: locked like a batch's inputs, so no
+        # batch funds itself from them before this version is in the mempool.
+        added = sorted(set(decoded.inputs) - set(_inputs_of(target)))
+        locked += _lock_added(node, target, added)
         with session_scope() as session:
             row, vouts = check_replacement(session, node, target.row_id, decoded, raw_hex)
             old_rate = round(target.old_fee / target.vsize, 2)
@@ -286,7 +290,6 @@ def bump_transaction(
                     f"{target.txid}, replaced by {decoded.txid} at {new_rate} sat/vB"
                 )
                 note(session, stuck_payouts, state=S.BROADCAST, actor=actor, reason=reason)
-        added = sorted(set(decoded.inputs) - set(row.inputs))
     except BaseException:
         unlock_quietly(node, locked)
         raise
@@ -296,8 +299,12 @@ def bump_transaction(
         outcome = broadcast_persisted(
             session, node, fresh, actor=actor, max_fee_rate_sat_vb=settings.max_fee_rate_sat_vb
         )
-    if outcome == BroadcastOutcome.REJECTED:
-        unlock_quietly(node, locked + added)
+    if outcome in (BroadcastOutcome.SENT, BroadcastOutcome.ALREADY_KNOWN):
+        # In the mempool: the old change is gone and the added coins are spent, so the locks
+        # have done their job. (Unknown outcome: kept until the orphaned-lock job frees them.)
+        unlock_quietly(node, locked)
+    elif outcome == BroadcastOutcome.REJECTED:
+        unlock_quietly(node, locked)
     log.info("bumped %s via %s: %s -> %s (%s)", txid, target.method, target.txid, decoded.txid,
              outcome.value, extra={"txid": decoded.txid, "outcome": outcome.value})  # fmt: skip
     package_rate = _package_rate_after(node, decoded.txid)
@@ -323,6 +330,8 @@ def _psbt_bump_fee(node: NodeClient, target: _Target) -> BumpPsbt:
         ) from exc
     except NodeError as exc:
         text = exc.message.lower()
+        if "already bumped" in text:
+            raise _conflict("already_replaced", f"{target.txid}: {exc.message}") from exc
         if "descendants" in text:
             raise _conflict("has_descendants",
                             f"{target.txid} gained a descendant meanwhile ({exc.message}); try "
@@ -430,6 +439,25 @@ def _choose_target(
                         f"transaction {txid}'s youngest descendant {bumped_txid} is not one of "
                         "ours; it cannot be bumped from here")  # fmt: skip
     return _Target(row, bumped_txid, own_rate, own_fee, vsize, method)
+
+
+def _inputs_of(target: _Target) -> list[str]:
+    with session_scope() as session:
+        row = session.get(Transaction, target.row_id)
+        assert row is not None
+        return list(row.inputs)
+
+
+def _lock_added(node: NodeClient, target: _Target, added: list[str]) -> list[str]:
+    try:
+        node.lock_unspent(added)
+    except InvalidParameter as exc:
+        raise _conflict(
+            "change_being_spent",
+            f"the coins the wallet added to bump {target.txid} are locked by a batch being "
+            f"built ({exc.message}); try again shortly",
+        ) from exc
+    return added
 
 
 def _lock_change(node: NodeClient, target: _Target) -> list[str]:
