@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 CLAIM_CONFLICTS_KEY = "payouts:metrics:claim_conflicts"
 BROADCAST_OUTCOMES_KEY = "payouts:metrics:broadcast_outcomes"
+FEE_BUMPS_KEY = "payouts:metrics:fee_bumps"
 # Fields "<task>|<error class>" (failures); "<task>|<bucket bound>" and "<task>|sum" (durations,
 # each run counted in the one bucket it falls in; the scrape makes them cumulative).
 TASK_FAILURES_KEY = "payouts:metrics:task_failures"
@@ -114,6 +115,11 @@ def record_broadcast_outcome(outcome: str, client: redis.Redis | None = None) ->
     _increment(BROADCAST_OUTCOMES_KEY, outcome, client)
 
 
+def record_fee_bump(method: str, client: redis.Redis | None = None) -> None:
+    """A persisted fee bump, by method (`rbf`, `cpfp`)."""
+    _increment(FEE_BUMPS_KEY, method, client)
+
+
 def record_task_run(
     task: str, seconds: float, error: str | None = None, client: redis.Redis | None = None
 ) -> None:
@@ -135,7 +141,7 @@ def read_counters(client: redis.Redis) -> dict[str, dict[str, int]]:
     """The counter hashes as {key: {label: count}}; raises RedisError when unreachable."""
     return {
         key: {_text(f): int(v) for f, v in client.hgetall(key).items()}
-        for key in (CLAIM_CONFLICTS_KEY, BROADCAST_OUTCOMES_KEY, TASK_FAILURES_KEY)
+        for key in (CLAIM_CONFLICTS_KEY, BROADCAST_OUTCOMES_KEY, FEE_BUMPS_KEY, TASK_FAILURES_KEY)
     }
 
 
@@ -387,6 +393,13 @@ def counter_metrics(counts: dict[str, dict[str, int]]) -> list[Metric]:
     )
     for outcome, count in sorted(counts.get(BROADCAST_OUTCOMES_KEY, {}).items()):
         outcomes.add_metric([outcome], count)
+    bumps = CounterMetricFamily(
+        "payouts_fee_bumps",
+        "Fee bumps persisted (a new version of a stuck transaction), by method: rbf, cpfp",
+        labels=["method"],
+    )
+    for method in ("rbf", "cpfp"):
+        bumps.add_metric([method], counts.get(FEE_BUMPS_KEY, {}).get(method, 0))
     failures = CounterMetricFamily(
         "payouts_task_failures",
         "Task runs that ended in an exception (retried or not), by task and exception class",
@@ -395,7 +408,7 @@ def counter_metrics(counts: dict[str, dict[str, int]]) -> list[Metric]:
     for field, count in sorted(counts.get(TASK_FAILURES_KEY, {}).items()):
         task, _, error = field.rpartition(FIELD_SEPARATOR)
         failures.add_metric([task, error], count)
-    return [conflicts, outcomes, failures]
+    return [conflicts, outcomes, bumps, failures]
 
 
 def task_duration_metric(durations: dict[str, TaskDurations]) -> Metric:

@@ -53,6 +53,7 @@ from shared.node.amounts import btc_to_sats
 from shared.node.client import BumpPsbt, DecodedTx
 from shared.node.coin_locks import unlock_quietly
 from shared.node.errors import ChainLimitReached, InvalidParameter, NodeError, NodeUnavailable
+from shared.ops import metrics
 from shared.sending import versions
 from shared.sending.broadcasting import BroadcastOutcome, broadcast_persisted
 from shared.sending.payment_check import PaymentMismatch, check_against_wallet
@@ -293,6 +294,7 @@ def bump_transaction(
     except BaseException:
         unlock_quietly(node, locked)
         raise
+    metrics.record_fee_bump(target.method)
     with session_scope() as session:
         fresh = session.get(Transaction, new_row.id)
         assert fresh is not None

@@ -147,6 +147,17 @@ class TestCounters:
         assert samples[("payouts_broadcast_outcomes_total", (("outcome", "sent"),))] == 3
         assert samples[("payouts_broadcast_outcomes_total", (("outcome", "unknown"),))] == 1
 
+    def test_fee_bumps_are_counted_by_method_and_both_methods_always_shown(
+        self, counters: fakeredis.FakeRedis, db: None, node: type[FakeNode]
+    ) -> None:
+        metrics.record_fee_bump("cpfp")
+        metrics.record_fee_bump("cpfp")
+
+        samples = scrape(PayoutsCollector())
+
+        assert samples[("payouts_fee_bumps_total", (("method", "cpfp"),))] == 2
+        assert samples[("payouts_fee_bumps_total", (("method", "rbf"),))] == 0
+
 
 class TestDatabaseFigures:
     def test_every_state_is_reported_with_its_count(self, db: None) -> None:
