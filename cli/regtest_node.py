@@ -48,6 +48,13 @@ class RegtestNode(NodeClient):
         """Mine `n` blocks to a fresh wallet address."""
         return self.generate_to_address(n, self.get_new_address())
 
+    def generate_block(self, address: str, txs: list[str], submit: bool = True) -> (
+        dict[str, Any]
+    ):
+        """`generateblock`: one block to `address` with exactly `txs` (mempool txids or raw
+        hex, in block order). Returns {"hash"} (and "hex" when not submitted)."""
+        return dict(self.call("generateblock", address, txs, submit))
+
     # ------------------------------------------------------------ wallet sends
 
     def send_to_address(self, address: str, amount_sats: int, *,

@@ -15,7 +15,7 @@ from typing import Any
 from embit import ec
 from embit.transaction import Transaction
 
-from devnode.chain import Chain, Mempool, block_subsidy, coinbase_tx, make_block
+from devnode.chain import Block, Chain, Mempool, block_subsidy, coinbase_tx, make_block
 from devnode.errors import (
     RPC_INVALID_ADDRESS_OR_KEY,
     RPC_TRANSACTION_ALREADY_IN_CHAIN,
@@ -24,10 +24,11 @@ from devnode.errors import (
     RPCError,
 )
 from devnode.faults import Faults
+from devnode.mining import check_block
 from devnode.policy import Verdict, evaluate
 from devnode.scriptcode import address_of
 from devnode.scripts import p2wpkh_script
-from devnode.txutil import fee_for, is_coinbase, txid_of
+from devnode.txutil import fee_for, is_coinbase, outpoints_of, txid_of
 from devnode.wallet import Wallet
 
 DEFAULT_FALLBACK_FEE_SAT_KVB = 20_000  # -fallbackfee=0.0002, the usual regtest setting
@@ -138,17 +139,43 @@ class Node:
                 blocked.update(self.mempool.descendants(txid))
         chosen = [e for t, e in self.mempool.entries.items() if t not in blocked]
         height = self.chain.height + 1
-        fees = sum(e.fee for e in chosen)
-        txs = [e.tx for e in chosen]
-        coinbase = coinbase_tx(height, block_subsidy(height) + fees, script, txs)
-        block = make_block(self.chain.tip.hash, height, [coinbase, *txs],
-                           self.chain.next_block_time())
+        block = self._build_block([e.tx for e in chosen], script,
+                                  block_subsidy(height) + sum(e.fee for e in chosen))
+        self._connect(block)
+        return block.hash
+
+    def generate_block(self, script: bytes, txs: list[Transaction], *, submit: bool = True) -> (
+        Block
+    ):
+        """generateblock: exactly `txs`, in that order, after a coinbase paying `script` the
+        subsidy alone (Core builds the template from an empty mempool and only regenerates
+        the witness commitment, so the fees are not claimed). Raises BlockInvalid."""
+        block = self._build_block(txs, script, block_subsidy(self.chain.height + 1))
+        check_block(self.chain, block)
+        if submit:
+            self._connect(block)
+        return block
+
+    def _build_block(self, txs: list[Transaction], script: bytes, coinbase_value: int) -> Block:
+        height = self.chain.height + 1
+        coinbase = coinbase_tx(height, coinbase_value, script, txs)
+        return make_block(self.chain.tip.hash, height, [coinbase, *txs],
+                          self.chain.next_block_time())
+
+    def _connect(self, block: Block) -> None:
+        """Connect a valid block on the tip; the mempool drops what it mined and, like
+        removeForBlock, whatever conflicts with it (with their descendants)."""
         self.chain.connect(block)
-        for entry in chosen:
-            self.mempool.remove(entry.txid)
+        for tx in block.txs[1:]:
+            txid = txid_of(tx)
+            self.mempool.remove(txid)
+            for outpoint in outpoints_of(tx):
+                spender = self.mempool.spends.get(outpoint)
+                if spender is not None and spender != txid:
+                    for gone in reversed([spender, *self.mempool.descendants(spender)]):
+                        self.mempool.remove(gone)
         for tx in block.txs:
             self._notify(tx)
-        return block.hash
 
     def reorg(self, depth: int, exclude: set[str]) -> dict[str, Any]:
         """Disconnect `depth` blocks, return their transactions to the mempool, then mine

@@ -5,11 +5,22 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from embit.descriptor import Descriptor
+from embit.descriptor.checksum import checksum
+
 from devnode.chain import Block, MempoolEntry
-from devnode.errors import RPC_INVALID_ADDRESS_OR_KEY, RPC_INVALID_PARAMETER, RPCError
-from devnode.registry import METHODS, Context, rpc, usage
-from devnode.scriptcode import AddressError, script_for_address, script_pubkey_json
-from devnode.txutil import Outpoint, btc, is_coinbase, signals_rbf, tx_to_json
+from devnode.errors import (
+    RPC_DESERIALIZATION_ERROR,
+    RPC_INVALID_ADDRESS_OR_KEY,
+    RPC_INVALID_PARAMETER,
+    RPC_TYPE_ERROR,
+    RPC_VERIFY_ERROR,
+    RPCError,
+)
+from devnode.mining import BlockInvalid
+from devnode.registry import METHODS, Context, json_type, rpc, usage
+from devnode.scriptcode import AddressError, DecodeError, script_for_address, script_pubkey_json
+from devnode.txutil import Outpoint, btc, is_coinbase, signals_rbf, tx_from_hex, tx_to_json
 
 REGTEST_DIFFICULTY = 4.656542373906925e-10
 
@@ -255,6 +266,87 @@ def generatetoaddress(ctx: Context, args: list[Any]) -> list[str]:
     except AddressError:
         raise RPCError(RPC_INVALID_ADDRESS_OR_KEY, "Error: Invalid address") from None
     return ctx.node.mine(int(args[0]), script)
+
+
+def _descriptor_script(text: str) -> bytes | None:
+    """getScriptFromDescriptor for what the devnode can expand: addr(), raw() and embit's
+    single-key descriptors; None when `text` does not parse as a descriptor."""
+    body, _, check = text.partition("#")
+    if check and checksum(body) != check:
+        return None
+    if body.startswith("addr(") and body.endswith(")"):
+        try:
+            return script_for_address(body[5:-1])
+        except AddressError:
+            return None
+    if body.startswith("raw(") and body.endswith(")"):
+        try:
+            return bytes.fromhex(body[4:-1])
+        except ValueError:
+            return None
+    try:
+        desc = Descriptor.from_string(body)
+    except Exception as exc:  # embit raises several types for text that is no descriptor
+        if "Hardened derivation" in str(exc):
+            raise RPCError(RPC_INVALID_ADDRESS_OR_KEY,
+                           "Cannot derive script without private keys") from None
+        return None
+    if desc.num_branches > 1:
+        raise RPCError(RPC_INVALID_PARAMETER, "Multipath descriptor not accepted")
+    if desc.is_wildcard:
+        raise RPCError(RPC_INVALID_PARAMETER,
+                       "Ranged descriptor not accepted. Maybe pass through deriveaddresses first?")
+    return bytes(desc.script_pubkey().data)
+
+
+def _is_txid(text: str) -> bool:
+    if len(text) != 64:
+        return False
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
+
+
+@rpc("generateblock", "output:str!", "transactions:arr!", "submit:bool")
+def generateblock(ctx: Context, args: list[Any]) -> dict[str, Any]:
+    """Mine one block to `output` with exactly these transactions, in this order: txids of
+    mempool transactions or raw transactions (which need not be in the mempool)."""
+    script = _descriptor_script(args[0])
+    if script is None:
+        try:
+            script = script_for_address(args[0])
+        except AddressError:
+            raise RPCError(RPC_INVALID_ADDRESS_OR_KEY,
+                           "Error: Invalid address or descriptor") from None
+    node = ctx.node
+    txs = []
+    for item in args[1]:
+        if not isinstance(item, str):
+            raise RPCError(RPC_TYPE_ERROR, f"JSON value of type {json_type(item)} is not of "
+                                           "expected type string")
+        if _is_txid(item):
+            entry = node.mempool.entries.get(item.lower())
+            if entry is None:
+                raise RPCError(RPC_INVALID_ADDRESS_OR_KEY, f"Transaction {item} not in mempool.")
+            txs.append(entry.tx)
+            continue
+        try:
+            txs.append(tx_from_hex(item))
+        except DecodeError:
+            raise RPCError(RPC_DESERIALIZATION_ERROR, f"Transaction decode failed for {item}. "
+                                                      "Make sure the tx has at least one input.") \
+                from None
+    submit = args[2] is not False
+    try:
+        block = node.generate_block(script, txs, submit=submit)
+    except BlockInvalid as invalid:
+        raise RPCError(RPC_VERIFY_ERROR, f"TestBlockValidity failed: {invalid}") from None
+    out: dict[str, Any] = {"hash": block.hash}
+    if not submit:
+        out["hex"] = block.serialize().hex()
+    return out
 
 
 @rpc("uptime")
