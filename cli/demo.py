@@ -209,6 +209,33 @@ class DemoFlow:
             f"per payout), fee {tx['fee_sats']} sats at {tx['fee_rate_sat_vb']} sat/vB"
             )  # fmt: skip
 
+    def bump(self, txid: str, autos: list[dict[str, Any]]) -> bool:
+        """Fees rose: the operator bumps the batch (beat does the same by itself once a
+        transaction is BUMP_AFTER_BLOCKS blocks old and below the node's estimate)."""
+        old = self.http.get(f"/v1/transactions/{txid}", headers=self._as("backend")).json()
+        rate = int(old["fee_rate_sat_vb"]) + 8
+        say(f"-- 5. fees rose: the approver bumps {txid} to {rate} sat/vB "
+            "(POST /v1/transactions/{txid}/bump)")  # fmt: skip
+        reply = self.http.post(f"/v1/transactions/{txid}/bump", json={"fee_rate_sat_vb": rate},
+                               headers=self._as("approver"))  # fmt: skip
+        if reply.status_code != 202:
+            say(f"   HTTP {reply.status_code}: {reply.text}")
+            return False
+        done = reply.json()
+        say(f"   HTTP 202 {done['method']}: {done['replaced_txid']} ({done['old_fee_rate_sat_vb']} "
+            f"sat/vB) replaced by {done['new_txid']} ({done['new_fee_rate_sat_vb']} sat/vB), "
+            f"stored before it was broadcast: {done['broadcast']}")  # fmt: skip
+        members = [p for p in autos if self.get(p["id"])["txid"] == done["new_txid"]]
+        view = self.get(members[0]["id"]) if members else {}
+        say(f"   {len(members)} payouts now name the new version; transaction_versions "
+            f"{view.get('transaction_versions')}")  # fmt: skip
+        again = self.http.post(f"/v1/transactions/{done['replaced_txid']}/bump",
+                               json={"fee_rate_sat_vb": rate + 5},
+                               headers=self._as("approver"))  # fmt: skip
+        error = again.json().get("error", {})
+        say(f"   bumping the old version again: HTTP {again.status_code} {error.get('code')}")
+        return bool(members) and again.status_code == 409
+
     def wait_state(self, payout_id: str, states: set[str], timeout: float = 60) -> dict[str, Any]:
         seen: dict[str, Any] = {}
 
@@ -284,7 +311,9 @@ class DemoFlow:
                 f"{CONSUME_TIMEOUT_SECONDS} s (txids so far unchanged: {unchanged})")  # fmt: skip
         unchanged = unchanged and consumed
 
-        say(f"-- 5. a payout above the automatic limit ({DEMO_AUTO_MAX_SATS} sats) goes manual")
+        bumped_ok = self.bump(next(iter(txids)), autos)
+
+        say(f"-- 6. a payout above the automatic limit ({DEMO_AUTO_MAX_SATS} sats) goes manual")
         manual = self.create(2_000_000, "manual-0")
         approved = self.http.post(
             f"/v1/payouts/{manual['id']}/approve", headers=self._as("approver")
@@ -321,13 +350,13 @@ class DemoFlow:
             f"txid {submit.json()['txid']}"
         )
 
-        say(f"-- 6. mining {DEMO_MIN_CONFIRMATIONS} blocks; beat tracks confirmations")
+        say(f"-- 7. mining {DEMO_MIN_CONFIRMATIONS} blocks; beat tracks confirmations")
         self.node.generate_to_address(DEMO_MIN_CONFIRMATIONS, self.node.get_new_address())
         for payout_id in self.expected:
             self.wait_state(payout_id, {"confirmed"}, timeout=60)
         say(f"   all {len(self.expected)} payouts confirmed")
 
-        say("-- 7. the node's ledger (not our database): outputs per payout destination")
+        say("-- 8. the node's ledger (not our database): outputs per payout destination")
         from cli.ledger import judge
 
         verdict = judge(self.node, self.expected)
@@ -335,7 +364,8 @@ class DemoFlow:
             f"   paid once: {len(verdict.paid_once)}  paid twice: {len(verdict.paid_twice)}  "
             f"unpaid: {len(verdict.unpaid)}  stray outputs: {len(verdict.stray_outputs)}"
         )
-        ok = refused_ok and unchanged and len(verdict.paid_once) == len(self.expected)
+        ok = (refused_ok and unchanged and bumped_ok
+              and len(verdict.paid_once) == len(self.expected))  # fmt: skip
         say("RESULT: " + ("every payout paid exactly once" if ok else "UNEXPECTED, see above"))
         return ok
 

@@ -23,6 +23,8 @@ def test_demo_pays_every_payout_once_and_refuses_the_manual_claim() -> None:
     assert run.returncode == 0, out + run.stderr
     assert "HTTP 409 claimed_by_worker" in out
     assert "all consumed, every txid unchanged: True" in out
+    assert "HTTP 202 rbf:" in out  # the operator's fee bump
+    assert "bumping the old version again: HTTP 409 already_replaced" in out
     assert "HTTP 409 invalid_state" in out  # the second signer
     assert "paid once: 4  paid twice: 0  unpaid: 0  stray outputs: 0" in out
     assert "RESULT: every payout paid exactly once" in out
