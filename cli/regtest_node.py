@@ -122,5 +122,10 @@ class RegtestNode(NodeClient):
         """What `estimatesmartfee` answers from now on; None: "no estimate"."""
         self.call("devnode_set_fee_estimate", sat_per_vb)
 
+    def set_mining_min_fee_rate(self, sat_per_vb: float | None) -> None:
+        """Blocks mined from now on leave out packages paying less than `sat_per_vb` (a
+        parent is mined when its child pays enough for both); None: mine everything."""
+        self.call("devnode_set_mining_min_fee_rate", sat_per_vb)
+
 
 __all__ = ["RegtestNode"]

@@ -1,21 +1,83 @@
-"""Whether a block with given transactions is valid.
+"""What goes into a block, and whether a block with given transactions is valid.
 
-`check_block` is the part of TestBlockValidity that `generateblock` can fail (CheckBlock,
-ContextualCheckBlock, ConnectBlock), with the BlockValidationState text Core 29 puts after
-"TestBlockValidity failed: ".
+`select_for_block` is BlockAssembler's choice of mempool transactions: everything (the
+devnode's default), or — once a test sets a minimum fee rate — packages by ancestor score,
+the way Core's addPackageTxs picks them. `check_block` is the part of TestBlockValidity
+that `generateblock` can fail (CheckBlock, ContextualCheckBlock, ConnectBlock), with the
+BlockValidationState text Core 29 puts after "TestBlockValidity failed: ".
 """
 
 from __future__ import annotations
 
+import heapq
+from fractions import Fraction
+
 from embit.transaction import Transaction
 
-from devnode.chain import COINBASE_MATURITY, Block, Chain, Coin
+from devnode.chain import COINBASE_MATURITY, Block, Chain, Coin, Mempool, MempoolEntry
 from devnode.policy import Reject, check_transaction, format_money, is_final
 from devnode.scripts import ScriptFailure, verify_input
-from devnode.txutil import Outpoint, is_coinbase, outpoints_of, txid_of, wtxid_of
+from devnode.txutil import Outpoint, fee_for, is_coinbase, outpoints_of, txid_of, wtxid_of
 
 MAX_BLOCK_WEIGHT = 4_000_000
 WITNESS_SCALE_FACTOR = 4
+
+
+# ---------------------------------------------------------------- block templates
+
+
+def select_for_block(mempool: Mempool, blocked: set[str], min_fee_sat_kvb: int | None) -> (
+    list[MempoolEntry]
+):
+    """The mempool transactions a new block carries, in block order (parents first).
+
+    `min_fee_sat_kvb` None: every transaction not in `blocked`, in mempool order. Otherwise
+    Core's package selection: repeatedly the transaction with the best ancestor score (its
+    fee plus its not-yet-included unconfirmed ancestors' fees, over their vsize) goes in with
+    those ancestors, as long as that package pays at least the minimum rate
+    (`packageFees < blockMinFeeRate.GetFee(packageSize)` ends the block)."""
+    eligible = [e for t, e in mempool.entries.items() if t not in blocked]
+    if min_fee_sat_kvb is None:
+        return eligible
+    entries = {e.txid: e for e in eligible}
+    ancestors = {t: set(mempool.ancestors(t)) for t in entries}
+    descendants: dict[str, set[str]] = {t: set() for t in entries}
+    for txid, found in ancestors.items():
+        for ancestor in found:
+            descendants[ancestor].add(txid)
+    # (fee, vsize) of each transaction with its ancestors not in the block yet.
+    package = {t: (entries[t].fee + sum(entries[a].fee for a in ancestors[t]),
+                   entries[t].vsize + sum(entries[a].vsize for a in ancestors[t]))
+               for t in entries}
+
+    def key(txid: str) -> tuple[Fraction, int, str]:
+        fee, size = package[txid]
+        return -Fraction(fee, size), entries[txid].order, txid
+
+    heap = [(*key(t), package[t]) for t in entries]
+    heapq.heapify(heap)
+    included: set[str] = set()
+    chosen: list[MempoolEntry] = []
+    while heap:
+        _, _, txid, state = heapq.heappop(heap)
+        if txid in included or state != package[txid]:
+            continue  # already in the block, or a stale score (a newer one is queued)
+        fee, size = state
+        if fee < fee_for(min_fee_sat_kvb, size):
+            break  # the best package left pays too little: so does everything else
+        members = sorted((ancestors[txid] - included) | {txid}, key=lambda t: entries[t].order)
+        for member in members:
+            included.add(member)
+            chosen.append(entries[member])
+        for member in members:
+            for child in descendants[member]:
+                if child in included:
+                    continue
+                child_fee, child_size = package[child]
+                package[child] = (child_fee - entries[member].fee,
+                                  child_size - entries[member].vsize)
+                heapq.heappush(heap, (*key(child), package[child]))
+    return chosen
 
 
 # ---------------------------------------------------------------- block validity

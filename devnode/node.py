@@ -24,7 +24,7 @@ from devnode.errors import (
     RPCError,
 )
 from devnode.faults import Faults
-from devnode.mining import check_block
+from devnode.mining import check_block, select_for_block
 from devnode.policy import Verdict, evaluate
 from devnode.scriptcode import address_of
 from devnode.scripts import p2wpkh_script
@@ -46,6 +46,9 @@ class Node:
         self.fallback_fee_sat_kvb = fallback_fee_sat_kvb
         self.full_rbf = full_rbf
         self.fee_estimate_sat_kvb: int | None = None  # set by devnode_set_fee_estimate
+        # devnode_set_mining_min_fee_rate: None mines every mempool transaction; a rate
+        # leaves out packages paying less (Core's BlockAssembler by ancestor score).
+        self.mining_min_fee_sat_kvb: int | None = None
         self.started = time.time()
         self.restarts = 0
         # Reorg replacement blocks pay a key no wallet holds, so they add nobody's money.
@@ -137,7 +140,7 @@ class Node:
         for txid in exclude:
             if txid in self.mempool.entries:
                 blocked.update(self.mempool.descendants(txid))
-        chosen = [e for t, e in self.mempool.entries.items() if t not in blocked]
+        chosen = select_for_block(self.mempool, blocked, self.mining_min_fee_sat_kvb)
         height = self.chain.height + 1
         block = self._build_block([e.tx for e in chosen], script,
                                   block_subsidy(height) + sum(e.fee for e in chosen))

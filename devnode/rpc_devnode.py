@@ -58,6 +58,7 @@ def devnode_status(ctx: Context, args: list[Any]) -> dict[str, Any]:
     return {"height": node.chain.height, "mempool": len(node.mempool.entries),
             "wallets": list(node.wallets), "restarts": node.restarts,
             "fee_estimate_sat_kvb": node.fee_estimate_sat_kvb,
+            "mining_min_fee_sat_kvb": node.mining_min_fee_sat_kvb,
             "faults": node.faults.snapshot()}
 
 
@@ -113,6 +114,17 @@ def devnode_mine(ctx: Context, args: list[Any]) -> list[str]:
 @rpc("devnode_set_fee_estimate", "sat_per_vb:amount")
 def devnode_set_fee_estimate(ctx: Context, args: list[Any]) -> bool:
     ctx.node.fee_estimate_sat_kvb = (
+        None if args[0] is None else fee_rate_to_sat_per_kvb(args[0], unit="sat/vB")
+    )
+    return True
+
+
+@rpc("devnode_set_mining_min_fee_rate", "sat_per_vb:amount")
+def devnode_set_mining_min_fee_rate(ctx: Context, args: list[Any]) -> bool:
+    """Blocks from generatetoaddress, devnode_mine and devnode_reorg take a mempool
+    transaction only with a package (it and its unconfirmed ancestors not yet in the block)
+    paying at least this rate, best ancestor score first; no argument: everything again."""
+    ctx.node.mining_min_fee_sat_kvb = (
         None if args[0] is None else fee_rate_to_sat_per_kvb(args[0], unit="sat/vB")
     )
     return True

@@ -169,3 +169,98 @@ def test_generateblock_errors(funded: RegtestNode) -> None:
     # A transaction already in the chain would overwrite its outputs (BIP30).
     assert rpc_error(funded, "generateblock", address, [parent_view["hex"]]) == (
         -25, "TestBlockValidity failed: bad-txns-BIP30, tried to overwrite transaction")
+
+
+# ---------------------------------------------------------------- fee-aware mining
+
+
+def mined_txids(node: RegtestNode, block_hash: str) -> list[str]:
+    return [tx["txid"] for tx in block_of(node, block_hash)["tx"][1:]]
+
+
+def change_of(node: RegtestNode, txid: str) -> dict[str, Any]:
+    return next(c for c in node.list_unspent(0) if c["txid"] == txid)
+
+
+def test_blocks_leave_a_parent_below_the_minimum_out(funded: RegtestNode) -> None:
+    low = funded.send_to_address(FOREIGN, COIN, fee_rate_sat_vb=2)
+    funded.set_mining_min_fee_rate(5)
+    assert funded.devnode_status()["mining_min_fee_sat_kvb"] == 5_000
+    [empty] = funded.mine()
+    assert mined_txids(funded, empty) == []
+    assert funded.get_mempool_entry(low) is not None
+    # generateblock takes its list as given, whatever the minimum.
+    forced = funded.generate_block(funded.get_new_address(), [low])
+    assert mined_txids(funded, forced["hash"]) == [low]
+    # Without a minimum every block takes everything again.
+    again = funded.send_to_address(FOREIGN, COIN, fee_rate_sat_vb=1)
+    funded.set_mining_min_fee_rate(None)
+    assert funded.devnode_status()["mining_min_fee_sat_kvb"] is None
+    [block] = funded.mine()
+    assert mined_txids(funded, block) == [again]
+
+
+def test_a_child_that_pays_for_both_gets_its_parent_mined(funded: RegtestNode) -> None:
+    parent = funded.send_to_address(FOREIGN, COIN, fee_rate_sat_vb=2)
+    # The wallet's only coin is now the parent's change: each send below spends it.
+    stingy = funded.send_to_address(FOREIGN, COIN, fee_rate_sat_vb=5)
+    assert (funded.get_mempool_entry(stingy) or {}).get("depends") == [parent]
+    funded.set_mining_min_fee_rate(10)
+    # 2 and 5 sat/vB together stay below 10: neither is mined (the child cannot be alone).
+    [empty] = funded.mine()
+    assert mined_txids(funded, empty) == []
+    # A child paying about 55 sat/vB for itself lifts the three above 10 sat/vB together:
+    # all go in, parents first.
+    coin = change_of(funded, stingy)
+    value = int(Decimal(str(coin["amount"])) * COIN)
+    generous = funded.send_raw_transaction(signed_spend(
+        funded, f"{stingy}:{coin['vout']}", value - 6_000))
+    entry = funded.get_mempool_entry(generous)
+    assert entry is not None and entry["depends"] == [stingy]
+    assert Decimal(entry["fees"]["ancestor"]) * COIN / entry["ancestorsize"] > 10
+    [block] = funded.mine()
+    assert mined_txids(funded, block) == [parent, stingy, generous]
+    assert funded.call("getrawmempool") == []
+
+
+def test_packages_go_in_by_ancestor_score(funded: RegtestNode) -> None:
+    funded.mine()  # two mature coins: the sends below are independent
+    parent = funded.send_to_address(FOREIGN, COIN, fee_rate_sat_vb=3)
+    other = funded.send_to_address(FOREIGN, COIN, fee_rate_sat_vb=8)
+    assert (funded.get_mempool_entry(other) or {}).get("depends") == []
+    child_coin = change_of(funded, parent)
+    value = int(Decimal(str(child_coin["amount"])) * COIN)
+    child = funded.send_raw_transaction(signed_spend(
+        funded, f"{parent}:{child_coin['vout']}", value - 20_000))  # ~180 sat/vB
+    low = funded.send_to_address(FOREIGN, COIN, fee_rate_sat_vb=1)
+    funded.set_mining_min_fee_rate(2)
+    [block] = funded.mine()
+    # parent+child (~90 sat/vB together) before the 8 sat/vB transaction; 1 sat/vB stays.
+    assert mined_txids(funded, block) == [parent, child, other]
+    assert funded.call("getrawmempool") == [low]
+
+
+def test_a_replacement_at_a_higher_rate_is_mined_where_the_original_was_not(
+    funded: RegtestNode,
+) -> None:
+    original = funded.send_to_address(FOREIGN, COIN, fee_rate_sat_vb=2)
+    funded.set_mining_min_fee_rate(10)
+    [block] = funded.mine()
+    assert mined_txids(funded, block) == []
+    bump = funded.bump_fee(original, fee_rate_sat_vb=20)["txid"]
+    [block] = funded.mine()
+    assert mined_txids(funded, block) == [bump]
+    view = funded.get_transaction(original)
+    assert view is not None and view["confirmations"] == -1
+    assert [row["txid"] for row in funded.ledger(FOREIGN)] == [bump]
+
+
+def test_reorg_blocks_leave_low_fee_transactions_out_too(funded: RegtestNode) -> None:
+    low = funded.send_to_address(FOREIGN, COIN, fee_rate_sat_vb=2)
+    [block] = funded.mine()
+    assert mined_txids(funded, block) == [low]
+    funded.set_mining_min_fee_rate(5)
+    result = funded.reorg(1)
+    assert result["returned_to_mempool"] == [low]
+    assert all(mined_txids(funded, h) == [] for h in result["new_blocks"])
+    assert funded.get_mempool_entry(low) is not None
