@@ -49,6 +49,9 @@ class Node:
         # devnode_set_mining_min_fee_rate: None mines every mempool transaction; a rate
         # leaves out packages paying less (Core's BlockAssembler by ancestor score).
         self.mining_min_fee_sat_kvb: int | None = None
+        # The mempool's rolling minimum fee (GetMinFee): 0 until a full mempool evicts
+        # something, which the devnode's never does; white-box tests may set it.
+        self.mempool_min_fee_sat_kvb = 0
         self.started = time.time()
         self.restarts = 0
         # Reorg replacement blocks pay a key no wallet holds, so they add nobody's money.
@@ -90,16 +93,18 @@ class Node:
         return evaluate(self.chain, self.mempool, tx, full_rbf=self.full_rbf)
 
     def accept(self, tx: Transaction, verdict: Verdict | None = None, *,
-               unbroadcast: bool = True) -> Verdict:
+               unbroadcast: bool = True, mark_replaced: bool = False) -> Verdict:
         """Add `tx` to the mempool (evicting what it replaces) or return the rejection.
-        `unbroadcast`: submitted here (RPC or wallet) rather than relayed by a peer."""
+        `unbroadcast`: submitted here (RPC or wallet) rather than relayed by a peer.
+        `mark_replaced`: the wallet's bumpfee committing its replacement; only then does the
+        original carry `replaced_by_txid` (Core's MarkReplaced), not after any replacement."""
         verdict = verdict or self.test_accept(tx)
         if not verdict.ok:
             return verdict
         for txid in reversed(verdict.replaced):
             self.mempool.remove(txid)
         self.mempool.add(tx, verdict.fee or 0, self.chain.height, unbroadcast=unbroadcast)
-        self._notify(tx, verdict.replaced[:1] if verdict.replaced else None)
+        self._notify(tx, verdict.replaced[:1] if verdict.replaced and mark_replaced else None)
         return verdict
 
     def broadcast(self, tx: Transaction, max_fee_sat_kvb: int) -> str:

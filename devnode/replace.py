@@ -1,8 +1,10 @@
-"""Replacements: the wallet's `bumpfee`, and the foreign double-spend fault injection."""
+"""Replacements: the wallet's `bumpfee`/`psbtbumpfee` (Core 29's feebumper.cpp), and the
+foreign double-spend fault injection."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from embit import ec
@@ -12,6 +14,7 @@ from embit.transaction import Transaction, TransactionInput, TransactionOutput
 from devnode.errors import (
     RPC_INVALID_ADDRESS_OR_KEY,
     RPC_INVALID_PARAMETER,
+    RPC_MISC_ERROR,
     RPC_WALLET_ERROR,
     RPC_WALLET_INSUFFICIENT_FUNDS,
     RPCError,
@@ -20,87 +23,169 @@ from devnode.policy import INCREMENTAL_RELAY_SAT_KVB, MIN_RELAY_SAT_KVB, format_
 from devnode.scriptcode import AddressError, address_of, dust_threshold, script_for_address
 from devnode.scripts import p2wpkh_script, sign_input
 from devnode.spend import (
+    MAX_TX_FEE,
     WALLET_INCREMENTAL_SAT_KVB,
+    WALLET_MIN_TX_FEE_SAT_KVB,
     Funded,
     FundOptions,
     find_coin,
     fund,
-    resolve_fee_rate,
     sign_with_wallet,
     signed_vsize,
 )
-from devnode.txutil import SEQUENCE_RBF, fee_for, outpoints_of, txid_of, vsize_of
+from devnode.txutil import (
+    SEQUENCE_NONFINAL,
+    SEQUENCE_RBF,
+    fee_for,
+    outpoints_of,
+    signals_rbf,
+    txid_of,
+    vsize_of,
+)
 from devnode.wallet import Wallet, WalletTx
 
 if TYPE_CHECKING:
     from devnode.node import Node
 
 
-def bump_fee(node: Node, wallet: Wallet, wtx: WalletTx, rate: int | None) -> (
+@dataclass
+class BumpOptions:
+    """bumpfee's options once parsed (rpc_send.bump_options)."""
+
+    fee_rate_sat_kvb: int | None = None  # an explicit fee_rate; None: estimate like Core
+    replaceable: bool = True
+
+
+def bump_fee(node: Node, wallet: Wallet, wtx: WalletTx, opts: BumpOptions) -> (
     tuple[Transaction, int, int]
 ):
-    """bumpfee: the replacement, signed and in the mempool. Returns (replacement, old fee,
-    new fee)."""
-    funded, old_fee = create_bump(node, wallet, wtx, rate)
+    """bumpfee: the replacement, signed and in the mempool, the original marked as replaced
+    by it (CommitTransaction's MarkReplaced). Returns (replacement, old fee, new fee)."""
+    funded, old_fee = create_bump(node, wallet, wtx, opts, require_mine=True)
     signed, errors = sign_with_wallet(node, wallet, funded.tx)
     if errors:
         raise RPCError(RPC_WALLET_ERROR, "Can't sign transaction.")
-    verdict = node.accept(signed)
+    verdict = node.accept(signed, mark_replaced=True)
     if not verdict.ok:
         raise RPCError(RPC_WALLET_ERROR, f"Transaction rejected by the mempool: {verdict.reason}")
     return signed, old_fee, funded.fee
 
 
-def create_bump(node: Node, wallet: Wallet, wtx: WalletTx, rate: int | None) -> (
-    tuple[Funded, int]
-):
-    """feebumper::CreateRateBumpTransaction: same inputs (more if needed), same recipients,
-    a higher fee taken from the change; unsigned (psbtbumpfee stops here). Returns the
-    funded replacement and the old fee."""
-    state = wallet.state(wtx)
-    if state.confirmations != 0:
-        raise RPCError(RPC_WALLET_ERROR,
-                       "Transaction has been mined, or is conflicted with a mined transaction")
-    if wtx.replaced_by:
-        raise RPCError(RPC_WALLET_ERROR, f"Cannot bump transaction {wtx.txid} which was already "
-                                         f"bumped by transaction {wtx.replaced_by}")
-    if any(wallet.spends.get((wtx.txid, n)) for n in range(len(wtx.tx.vout))):
-        raise RPCError(RPC_INVALID_PARAMETER, "Transaction has descendants in the wallet")
-    if node.mempool.descendants(wtx.txid):
-        raise RPCError(RPC_INVALID_PARAMETER, "Transaction has descendants in the mempool")
-    if not wallet.all_inputs_mine(wtx.tx):
-        raise RPCError(RPC_WALLET_ERROR,
-                       "Transaction contains inputs that don't belong to this wallet")
-    old_fee = -(wallet.fee_of(wtx) or 0)
-    old_vsize = vsize_of(wtx.tx)
-    old_rate = old_fee * 1000 // old_vsize
-    if rate is None:
-        rate = max(old_rate + 1 + max(INCREMENTAL_RELAY_SAT_KVB, WALLET_INCREMENTAL_SAT_KVB),
-                   resolve_fee_rate(node, None))
-    change_script = None
+def create_bump(node: Node, wallet: Wallet, wtx: WalletTx, opts: BumpOptions, *,
+                require_mine: bool) -> tuple[Funded, int]:
+    """feebumper::CreateRateBumpTransaction, in Core 29's order: the original's coins, the
+    preconditions, the explicit fee rate's checks, then CreateTransaction with every original
+    input (new ones only confirmed), the recipients, and one change output at a random
+    position. Unsigned (psbtbumpfee stops here). Returns the funded replacement and the old
+    fee. `require_mine`: bumpfee (psbtbumpfee takes inputs from outside the wallet)."""
+    # wallet.chain().findCoins: the chain's unspent coins and the mempool's outputs.
+    values: list[int] = []
+    scripts: list[bytes] = []
+    for outpoint in outpoints_of(wtx.tx):
+        coin = node.chain.utxo.get(outpoint) or node.mempool.coin(outpoint)
+        if coin is None:
+            raise RPCError(RPC_MISC_ERROR, f"{outpoint[0]}:{outpoint[1]} is already spent")
+        values.append(coin.value)
+        scripts.append(bytes(coin.script))
+    _preconditions(node, wallet, wtx, require_mine)
+    old_fee = sum(values) - sum(out.value for out in wtx.tx.vout)
+
+    # The recipients; every change output goes (the last one's script is the new change).
+    change_script: bytes | None = None
     recipients: list[TransactionOutput] = []
     for out in wtx.tx.vout:
-        key = wallet.key_for(bytes(out.script_pubkey.data))
-        if key is not None and key.change and change_script is None:
-            change_script = key.script
+        script = bytes(out.script_pubkey.data)
+        key = wallet.key_for(script)
+        if key is not None and key.change:  # OutputIsChange: ours, not in the address book
+            change_script = script
         else:
-            recipients.append(TransactionOutput(out.value, Script(bytes(out.script_pubkey.data))))
-    base = Transaction(version=wtx.tx.version, vin=[
-        TransactionInput(inp.txid, inp.vout, sequence=inp.sequence) for inp in wtx.tx.vin
-    ], vout=recipients, locktime=wtx.tx.locktime)
-    opts = FundOptions(fee_rate_sat_kvb=rate, change_script=change_script)
+            recipients.append(TransactionOutput(out.value, Script(script)))
+    subtract: set[int] = set()
+    if not recipients:
+        if change_script is None:
+            raise RPCError(RPC_INVALID_PARAMETER, "Unable to create transaction. Transaction "
+                                                  "must have at least one recipient")
+        # Only change: it becomes the recipient and pays the fee (a new change if needed).
+        recipients = [TransactionOutput(sum(o.value for o in wtx.tx.vout), Script(change_script))]
+        subtract = {0}
+        change_script = None
+
+    if opts.fee_rate_sat_kvb is not None:
+        max_size = signed_vsize(list(wtx.tx.vin), scripts, list(wtx.tx.vout), wtx.tx.version,
+                                wtx.tx.locktime)
+        check_fee_rate(node, opts.fee_rate_sat_kvb, max_size, old_fee)
+        rate = opts.fee_rate_sat_kvb
+    else:
+        rate = estimate_bump_rate(node, old_fee, vsize_of(wtx.tx))
+
+    sequence = SEQUENCE_RBF if opts.replaceable else SEQUENCE_NONFINAL
+    base = Transaction(version=2, vin=[
+        TransactionInput(inp.txid, inp.vout, sequence=sequence) for inp in wtx.tx.vin
+    ], vout=recipients, locktime=node.chain.height)  # anti-fee-sniping, as in `send`
+    fund_opts = FundOptions(fee_rate_sat_kvb=rate, change_script=change_script, min_conf=1,
+                            replaceable=opts.replaceable, subtract_fee_outputs=subtract,
+                            external_inputs=not require_mine)
     try:
-        funded = fund(node, wallet, base, opts)
+        funded = fund(node, wallet, base, fund_opts)
     except RPCError as exc:
         # feebumper: "Unable to create transaction. " + CreateTransaction's error, as -4.
         raise RPCError(RPC_WALLET_ERROR, f"Unable to create transaction. {exc.message}") from None
-    minimum = old_fee + fee_for(INCREMENTAL_RELAY_SAT_KVB, vsize_of(funded.tx))
-    if funded.fee < minimum:
-        raise RPCError(RPC_INVALID_PARAMETER,
-                       f"Insufficient total fee {format_money(funded.fee)}, must be at least "
-                       f"{format_money(minimum)} (oldFee {format_money(old_fee)} + "
-                       f"incrementalFee {format_money(minimum - old_fee)})")
     return funded, old_fee
+
+
+def _preconditions(node: Node, wallet: Wallet, wtx: WalletTx, require_mine: bool) -> None:
+    """feebumper's PreconditionChecks."""
+    if any(wallet.is_spent((wtx.txid, n)) for n in range(len(wtx.tx.vout))):
+        raise RPCError(RPC_INVALID_PARAMETER, "Transaction has descendants in the wallet")
+    if node.mempool.descendants(wtx.txid):
+        raise RPCError(RPC_INVALID_PARAMETER, "Transaction has descendants in the mempool")
+    if wallet.state(wtx).confirmations != 0:
+        raise RPCError(RPC_WALLET_ERROR,
+                       "Transaction has been mined, or is conflicted with a mined transaction")
+    if not signals_rbf(wtx.tx):
+        raise RPCError(RPC_WALLET_ERROR, "Transaction is not BIP 125 replaceable")
+    if wtx.replaced_by:
+        raise RPCError(RPC_WALLET_ERROR, f"Cannot bump transaction {wtx.txid} which was already "
+                                         f"bumped by transaction {wtx.replaced_by}")
+    if require_mine and not wallet.all_inputs_mine(wtx.tx):
+        raise RPCError(RPC_WALLET_ERROR,
+                       "Transaction contains inputs that don't belong to this wallet")
+
+
+def check_fee_rate(node: Node, rate: int, max_size: int, old_fee: int) -> None:
+    """feebumper's CheckFeeRate for an explicit fee_rate, on the original's signed size
+    (Core 29: the node's incremental relay fee alone, not the wallet's 5 sat/vB)."""
+    if rate < node.mempool_min_fee_sat_kvb:
+        raise RPCError(RPC_WALLET_ERROR,
+                       f"New fee rate ({format_money(rate)}) is lower than the minimum fee rate "
+                       f"({format_money(node.mempool_min_fee_sat_kvb)}) to get into the mempool "
+                       f"-- ")
+    new_total = fee_for(rate, max_size)  # + the unconfirmed ancestors' bump fees (none here)
+    incremental = fee_for(INCREMENTAL_RELAY_SAT_KVB, max_size)
+    minimum = old_fee + incremental
+    if new_total < minimum:
+        raise RPCError(RPC_INVALID_PARAMETER,
+                       f"Insufficient total fee {format_money(new_total)}, must be at least "
+                       f"{format_money(minimum)} (oldFee {format_money(old_fee)} + "
+                       f"incrementalFee {format_money(incremental)})")
+    required = fee_for(max(WALLET_MIN_TX_FEE_SAT_KVB, MIN_RELAY_SAT_KVB), max_size)
+    if new_total < required:
+        raise RPCError(RPC_INVALID_PARAMETER, f"Insufficient total fee (cannot be less than "
+                                              f"required fee {format_money(required)})")
+    if new_total > MAX_TX_FEE:
+        raise RPCError(RPC_WALLET_ERROR,
+                       f"Specified or calculated fee {format_money(new_total)} is too high "
+                       f"(cannot be higher than -maxtxfee {format_money(MAX_TX_FEE)})")
+
+
+def estimate_bump_rate(node: Node, old_fee: int, old_vsize: int) -> int:
+    """feebumper's EstimateFeeRate: the original's rate (rounded down) + 1 sat/kvB + the
+    larger of the node's and the wallet's incremental fee (5 sat/vB), and at least the
+    wallet's GetMinimumFeeRate (the estimate, else -fallbackfee, never below 1 sat/vB)."""
+    rate = old_fee * 1000 // old_vsize + 1 + max(INCREMENTAL_RELAY_SAT_KVB,
+                                                 WALLET_INCREMENTAL_SAT_KVB)
+    wanted = node.fee_estimate_sat_kvb or node.fallback_fee_sat_kvb or 0
+    return max(rate, wanted, WALLET_MIN_TX_FEE_SAT_KVB, MIN_RELAY_SAT_KVB)
 
 
 def double_spend(node: Node, txid: str, address: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from devnode.errors import (
     RPCError,
 )
 from devnode.mining import BlockInvalid
+from devnode.policy import MIN_RELAY_SAT_KVB
 from devnode.registry import METHODS, Context, json_type, rpc, usage
 from devnode.scriptcode import AddressError, DecodeError, script_for_address, script_pubkey_json
 from devnode.txutil import Outpoint, btc, is_coinbase, signals_rbf, tx_from_hex, tx_to_json
@@ -213,7 +214,9 @@ def getmempoolinfo(ctx: Context, args: list[Any]) -> dict[str, Any]:
     return {
         "loaded": True, "size": len(entries), "bytes": sum(e.vsize for e in entries),
         "usage": sum(e.weight for e in entries), "total_fee": btc(sum(e.fee for e in entries)),
-        "maxmempool": 300_000_000, "mempoolminfee": btc(1000), "minrelaytxfee": btc(1000),
+        "maxmempool": 300_000_000,
+        "mempoolminfee": btc(max(MIN_RELAY_SAT_KVB, ctx.node.mempool_min_fee_sat_kvb)),
+        "minrelaytxfee": btc(MIN_RELAY_SAT_KVB),
         "incrementalrelayfee": btc(1000),
         "unbroadcastcount": sum(1 for e in entries if e.unbroadcast),
         "fullrbf": ctx.node.full_rbf,

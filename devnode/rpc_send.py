@@ -1,4 +1,4 @@
-"""Wallet spending RPCs: fund, sign, send, PSBT, bumpfee and abandon."""
+"""Wallet spending RPCs: fund, sign, send, PSBT, bumpfee/psbtbumpfee and abandon."""
 
 from __future__ import annotations
 
@@ -18,13 +18,14 @@ from devnode.errors import (
 )
 from devnode.policy import MIN_RELAY_SAT_KVB
 from devnode.registry import Context, json_type, rpc
-from devnode.replace import bump_fee, create_bump
+from devnode.replace import BumpOptions, bump_fee, create_bump
 from devnode.rpc_chain import parse_hash
 from devnode.rpc_rawtx import decode_tx_arg, parse_inputs, parse_outputs
 from devnode.rpc_wallet import address_type_arg, wallet_tx
 from devnode.scriptcode import AddressError, address_of, script_for_address
 from devnode.spend import FundOptions, change_script_from, fund, send, sign_with_wallet
 from devnode.txutil import amount_to_sats, btc, fee_rate_to_sat_per_kvb, txid_of
+from devnode.wallet import Wallet, WalletTx
 
 _BOOL_KEYS = {"add_inputs": "add_inputs", "include_unsafe": "include_unsafe",
               "lockUnspents": "lock_unspents", "lock_unspents": "lock_unspents",
@@ -214,27 +215,85 @@ def sendmany(ctx: Context, args: list[Any]) -> Any:
     return _send_result(tx, args[9])
 
 
-def _bump_rate(options: Any) -> int | None:
-    options = options or {}
-    if options.get("fee_rate") is None:
-        return None
-    return fee_rate_to_sat_per_kvb(options["fee_rate"], unit="sat/vB")
+# bumpfee's options as RPCTypeCheckObj checks them (None: any type, checked later).
+_BUMP_OPTION_TYPES = {"confTarget": "number", "conf_target": "number", "fee_rate": None,
+                      "replaceable": "bool", "estimate_mode": "string", "outputs": None,
+                      "original_change_index": "number"}
+_ESTIMATE_MODES = ("unset", "economical", "conservative")
+MAX_CONF_TARGET = 1008  # the fee estimator's longest horizon
+
+
+def bump_options(raw: Any) -> BumpOptions:
+    """bumpfee_helper's option handling, in Core 29's order and words."""
+    opts = BumpOptions()
+    if raw is None:
+        return opts
+    for key, expected in _BUMP_OPTION_TYPES.items():
+        value = raw.get(key)
+        if value is not None and expected is not None:
+            _typed(key, value, expected)
+    for key in raw:
+        if key not in _BUMP_OPTION_TYPES:
+            raise RPCError(RPC_TYPE_ERROR, f"Unexpected key {key}")
+    if "confTarget" in raw and "conf_target" in raw:
+        raise RPCError(RPC_INVALID_PARAMETER, "confTarget and conf_target options should not "
+                       "both be set. Use conf_target (confTarget is deprecated).")
+    conf_target = raw.get("confTarget") if "confTarget" in raw else raw.get("conf_target")
+    if raw.get("replaceable") is not None:
+        opts.replaceable = bool(raw["replaceable"])
+    estimate_mode = raw.get("estimate_mode")
+    if raw.get("fee_rate") is not None:  # SetFeeEstimateMode
+        if conf_target is not None:
+            raise RPCError(RPC_INVALID_PARAMETER, "Cannot specify both conf_target and "
+                           "fee_rate. Please provide either a confirmation target in blocks "
+                           "for automatic fee estimation, or an explicit fee rate.")
+        if estimate_mode is not None and estimate_mode != "unset":
+            raise RPCError(RPC_INVALID_PARAMETER, "Cannot specify both estimate_mode and fee_rate")
+        opts.fee_rate_sat_kvb = fee_rate_to_sat_per_kvb(raw["fee_rate"], unit="sat/vB")
+    else:
+        if estimate_mode is not None and str(estimate_mode).lower() not in _ESTIMATE_MODES:
+            raise RPCError(RPC_INVALID_PARAMETER, 'Invalid estimate_mode parameter, must be one '
+                                                  'of: "unset", "economical", "conservative"')
+        if conf_target is not None and not 1 <= int(conf_target) <= MAX_CONF_TARGET:
+            raise RPCError(RPC_INVALID_PARAMETER,
+                           f"Invalid conf_target, must be between 1 and {MAX_CONF_TARGET}")
+    outputs = raw.get("outputs")
+    if isinstance(outputs, list) and not outputs:
+        raise RPCError(RPC_INVALID_PARAMETER,
+                       "Invalid parameter, output argument cannot be an empty array")
+    change_index = raw.get("original_change_index")
+    if outputs is not None and change_index is not None:
+        raise RPCError(RPC_INVALID_PARAMETER, "The options 'outputs' and 'original_change_index' "
+                       "are incompatible. You can only either specify a new set of outputs, or "
+                       "designate a change output to be recycled.")
+    for name, value in (("outputs", outputs), ("original_change_index", change_index)):
+        if value is not None:
+            raise RPCError(RPC_INVALID_PARAMETER,
+                           f"devnode: the bumpfee option '{name}' is not supported")
+    return opts
+
+
+def _bump_target(ctx: Context, args: list[Any]) -> tuple[Wallet, WalletTx, BumpOptions]:
+    """The wallet, then the txid (ParseHashV), the options, and only then the lookup, as
+    bumpfee_helper and CreateRateBumpTransaction go."""
+    wallet = ctx.wallet()
+    txid = parse_hash(args[0])
+    opts = bump_options(args[1])
+    return wallet, wallet_tx(ctx, wallet, txid), opts
 
 
 @rpc("bumpfee", "txid:str!", "options:obj", wallet=True)
 def bumpfee(ctx: Context, args: list[Any]) -> dict[str, Any]:
-    wallet = ctx.wallet()
-    wtx = wallet_tx(ctx, wallet, args[0])
-    new_tx, old_fee, new_fee = bump_fee(ctx.node, wallet, wtx, _bump_rate(args[1]))
+    wallet, wtx, opts = _bump_target(ctx, args)
+    new_tx, old_fee, new_fee = bump_fee(ctx.node, wallet, wtx, opts)
     return {"txid": txid_of(new_tx), "origfee": btc(old_fee), "fee": btc(new_fee), "errors": []}
 
 
 @rpc("psbtbumpfee", "txid:str!", "options:obj", wallet=True)
 def psbtbumpfee(ctx: Context, args: list[Any]) -> dict[str, Any]:
     """bumpfee's replacement as an unsigned PSBT; nothing is signed, sent or recorded."""
-    wallet = ctx.wallet()
-    wtx = wallet_tx(ctx, wallet, args[0])
-    funded, old_fee = create_bump(ctx.node, wallet, wtx, _bump_rate(args[1]))
+    wallet, wtx, opts = _bump_target(ctx, args)
+    funded, old_fee = create_bump(ctx.node, wallet, wtx, opts, require_mine=False)
     psbt = psbt_ops.PSBT(funded.tx)
     psbt_ops.fill(ctx.node, wallet, psbt, bip32derivs=True)
     return {"psbt": psbt.to_base64(), "origfee": btc(old_fee), "fee": btc(funded.fee),

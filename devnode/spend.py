@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
 MAX_TX_FEE = 10_000_000  # -maxtxfee default, 0.1 BTC
 WALLET_INCREMENTAL_SAT_KVB = 5000
+WALLET_MIN_TX_FEE_SAT_KVB = 1000  # -mintxfee default
 INSUFFICIENT = "Insufficient funds"
 # Core 29's wallet messages (wallet/spend.cpp, wallet/coinselection.cpp).
 AMOUNT_TOO_SMALL = "Transaction amount too small"
@@ -93,6 +94,9 @@ class FundOptions:
     fee_rate_sat_kvb: int | None = None
     subtract_fee_outputs: set[int] = field(default_factory=set)
     replaceable: bool = True
+    # Pre-selected inputs may pay someone else's keys (psbtbumpfee of a transaction with
+    # foreign inputs): sized from their script type, left for another signer.
+    external_inputs: bool = False
 
 
 @dataclass
@@ -322,7 +326,8 @@ def fund(node: Node, wallet: Wallet, tx: Transaction, opts: FundOptions) -> Fund
         if found is None:
             raise RPCError(RPC_WALLET_ERROR, f"Not found pre-selected input {outpoint[0]}:"
                                              f"{outpoint[1]}")
-        if wallet.key_for(found[1]) is None or signing_kind(found[1]) is None:
+        solvable = signing_kind(found[1]) is not None
+        if not solvable or (wallet.key_for(found[1]) is None and not opts.external_inputs):
             raise RPCError(RPC_WALLET_ERROR, f"Not solvable pre-selected input {outpoint[0]}:"
                                              f"{outpoint[1]}")
         items.append((txin, found[0], found[1]))
