@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select, update
@@ -174,6 +174,9 @@ class DeadOutcome(enum.StrEnum):
     REQUEUED = "requeued"  # conflict buried DEAD_DEPTH deep: payouts back to `approved`
     FAILED = "failed"  # the spender is unknown, so its depth is too: a human decides
     WAITING = "waiting"  # proven dead, but a reorg could still revive it: nothing moves
+    # A fee bump died by a coin it added; the version it replaced did not spend that coin and
+    # is live again (the payouts name it).
+    OLDER_VERSION_LIVE = "older_version_live"
 
 
 def mark_dead(
@@ -197,10 +200,20 @@ def mark_dead(
     """
     dead_depth = get_settings().dead_depth if dead_depth is None else dead_depth
     family = versions.versions_of(session, tx) if versions.has_versions(session, tx) else [tx]
-    if {v.txid for v in family} & set(proof.conflicts):
+    others = [v for v in family if v.id != tx.id]
+    if any(_confirmations(node, v.txid) > 0 for v in others):
         # Beaten by another version of the same payment (a bump, or the original): that is a
         # payment, not a death. `versions.settle` adopts it on the next look.
         return DeadOutcome.WAITING
+    # The other versions conflict with this one by construction (they share its inputs), so
+    # the wallet lists them among the conflicts; only a spender outside the family kills.
+    proof = replace(proof, conflicts=[c for c in proof.conflicts
+                                      if c not in {v.txid for v in family}])  # fmt: skip
+    survivors = [v for v in others if proof.outpoint not in v.inputs]
+    if survivors:
+        # A bump may add inputs, and the dead one is such an added coin: the versions before
+        # it never spent it and can still confirm. The newest of them is live again.
+        return _revive_older_version(session, tx, family, survivors[-1], proof, actor)
     dead_reason = proof.reason(tx.txid)
     depth = _conflict_depth(node, proof.conflicts)
     if depth is not None and depth < dead_depth:
@@ -264,6 +277,36 @@ def mark_dead(
             values={"last_error": reason},
         )
     return DeadOutcome.REQUEUED if requeued else DeadOutcome.FAILED
+
+
+def _revive_older_version(
+    session: Session,
+    tx: Transaction,
+    family: list[Transaction],
+    survivor: Transaction,
+    proof: DeadProof,
+    actor: str,
+) -> DeadOutcome:
+    """`tx` (and every version spending the dead outpoint) ends `replaced` with the proof; the
+    newest version that does not spend it becomes live: its payouts move back to it."""
+    reason = proof.reason(tx.txid).split(". Nothing was paid", 1)[0]
+    for version in family:
+        if version.id != survivor.id and proof.outpoint in version.inputs:
+            transition_tx(
+                session, version.id,
+                expected=[TxState.SIGNED, TxState.BROADCAST, TxState.CONFIRMED],
+                target=TxState.REPLACED, values={"last_error": reason},
+            )  # fmt: skip
+    transition_tx(session, survivor.id, expected=TxState.REPLACED, target=TxState.BROADCAST,
+                  values={"last_error": None})  # fmt: skip
+    versions.move_payouts(
+        session, tx, survivor, actor=actor,
+        reason=f"{reason}; the earlier version {survivor.txid} does not spend "
+               f"{proof.outpoint} and is live again",
+    )  # fmt: skip
+    log.info("transaction %s: dead by an input only it spends; %s is live again", tx.txid,
+             survivor.txid, extra={"txid": survivor.txid})  # fmt: skip
+    return DeadOutcome.OLDER_VERSION_LIVE
 
 
 def _conflict_depth(node: NodeClient, conflicts: list[str]) -> int | None:
@@ -334,9 +377,12 @@ def _send_persisted(
             else:
                 _record_attempt(session, tx, f"rejected, conflict not proven: {exc.message}")
                 return BroadcastOutcome.CONFLICT_UNPROVEN
-        elif mark_dead(session, node, tx, proof, actor) == DeadOutcome.WAITING:
-            return BroadcastOutcome.DEAD_WAITING  # mark_dead noted why on the row
         else:
+            dead = mark_dead(session, node, tx, proof, actor)
+            if dead == DeadOutcome.WAITING:
+                return BroadcastOutcome.DEAD_WAITING  # mark_dead noted why on the row
+            if dead == DeadOutcome.OLDER_VERSION_LIVE:
+                return BroadcastOutcome.REPLACED
             return BroadcastOutcome.DEAD
     except (FeeTooHigh, NodeError) as exc:
         if any(marker in exc.message for marker in TRANSIENT_REJECTIONS):

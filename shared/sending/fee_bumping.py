@@ -158,10 +158,19 @@ def bump_stuck(node: NodeClient, settings: Settings, *, actor: str = "maintenanc
         try:
             result = bump_transaction(node, settings, txid, fee_rate_sat_vb=target, actor=actor,
                                       clamp_to_caps=True)  # fmt: skip
-        except BumpRefused as exc:
+        except DomainError as exc:
+            # A refusal of this one transaction (BumpRefused), or a new version the check
+            # refused (PaymentMismatch): skip it, never the ones after it.
             log.info("not bumping %s: %s", txid, exc.message,
                      extra={"txid": txid, "reason": exc.code})  # fmt: skip
             report.skip(exc.code)
+            continue
+        except NodeUnavailable:
+            raise  # the whole run retries
+        except NodeError as exc:
+            log.warning("not bumping %s: the node refused (%s)", txid, exc,
+                        extra={"txid": txid, "reason": "node_error"})  # fmt: skip
+            report.skip("node_error")
             continue
         report.bumped.append(result.new_txid)
     return report
@@ -301,11 +310,11 @@ def bump_transaction(
         outcome = broadcast_persisted(
             session, node, fresh, actor=actor, max_fee_rate_sat_vb=settings.max_fee_rate_sat_vb
         )
-    if outcome in (BroadcastOutcome.SENT, BroadcastOutcome.ALREADY_KNOWN):
-        # In the mempool: the old change is gone and the added coins are spent, so the locks
-        # have done their job. (Unknown outcome: kept until the orphaned-lock job frees them.)
-        unlock_quietly(node, locked)
-    elif outcome == BroadcastOutcome.REJECTED:
+    if outcome in (BroadcastOutcome.SENT, BroadcastOutcome.ALREADY_KNOWN,
+                   BroadcastOutcome.REJECTED, BroadcastOutcome.REPLACED):  # fmt: skip
+        # In the mempool (the old change is gone, the added coins spent), refused for good, or
+        # another version confirmed: the locks have done their job. (Unknown outcome: kept
+        # until the orphaned-lock job frees them.)
         unlock_quietly(node, locked)
     log.info("bumped %s via %s: %s -> %s (%s)", txid, target.method, target.txid, decoded.txid,
              outcome.value, extra={"txid": decoded.txid, "outcome": outcome.value})  # fmt: skip
@@ -368,7 +377,7 @@ def _live_version(session: Session, txid: str) -> Transaction:
     if row.state == TxState.CONFIRMED:
         raise _conflict("already_confirmed", f"transaction {txid} is already confirmed")
     if row.state == TxState.REPLACED:
-        newer = versions.replaced_by(session, txid)
+        newer = versions.versions_of(session, row)[-1].txid
         raise _conflict("already_replaced",
                         f"transaction {txid} was already replaced (by {newer}); bump the newest "
                         "version")  # fmt: skip

@@ -9,8 +9,11 @@ SQLite, fakeredis and the simulated node in-process, as in test_batch_attacks.py
 leave a transaction out (a stuck, low-fee transaction that miners skip) are mined on the
 in-process node with `exclude`, so nothing here needs the `generateblock` RPC.
 
-Tests marked `xfail(strict=True, reason="DEFECT: ...")` are defects this review found: the
-test states the safe outcome and fails until product code is fixed.
+The review found three defects, fixed since; their tests are the last of each class: a foreign
+double spend after a bump never re-queued the payouts (the wallet lists the other versions among
+the conflicts), a bump dead by a coin it added took the still-valid original down with it (the
+payout was paid twice), and one transaction the replacement check refused stopped the beat job
+bumping any other.
 """
 
 from __future__ import annotations
@@ -204,11 +207,11 @@ class TestWhichTxid:
         settings = get_settings()
         a1 = bump_transaction(node, settings, a, fee_rate_sat_vb=10, actor="op").new_txid
         a2 = bump_transaction(node, settings, a1, fee_rate_sat_vb=20, actor="op").new_txid
-        for old, newer in ((a, a1), (a1, a2)):
+        for old in (a, a1):
             with pytest.raises(BumpRefused) as refused:
                 bump_transaction(node, settings, old, fee_rate_sat_vb=40, actor="op")
             assert refused.value.code == "already_replaced"
-            assert newer in refused.value.message  # the direct replacement, not the newest
+            assert a2 in refused.value.message  # the newest version: the one to bump
         assert stored_txids(session) == {a, a1, a2}
         confirm(node)
         assert live_txid(session, ids) == a2
@@ -607,11 +610,6 @@ class TestDestinationsAndRoutes:
         confirm(node)
         assert_each_paid_once(session, node, ids)
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "DEFECT: bump_stuck catches only BumpRefused; a PaymentMismatch from check_replacement "
-        "(here: a payout to an old change address that the wallet's bump treats as change) "
-        "escapes and aborts the beat job, so every stuck transaction after it is never bumped"
-    ))  # fmt: skip
     def test_one_unbumpable_transaction_does_not_stop_the_beat_job_bumping_the_others(
         self, session: Session, node: RegtestNode, devnode: RunningDevnode,
         monkeypatch: pytest.MonkeyPatch,
@@ -621,7 +619,7 @@ class TestDestinationsAndRoutes:
         assert node.get_mempool_entry(healthy)["depends"] == []  # type: ignore[index]
         node.set_fee_estimate(12)
         mine_without_mempool(devnode, 2)
-        report = bump_stuck(node, get_settings())  # raises PaymentMismatch today
+        report = bump_stuck(node, get_settings())
         assert len(report.bumped) == 1 and report.bumped[0] != healthy
         assert live_txid(session, others) == report.bumped[0]
         confirm(node)
@@ -649,12 +647,6 @@ class TestDeadProofs:
         confirm(node)
         assert_each_paid_once(session, node, ids)
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "DEFECT: mark_dead treats any walletconflicts entry that is another version as "
-        "'beaten by a version' (broadcasting.py, `if {v.txid for v in family} & "
-        "set(proof.conflicts)`); the versions always conflict with each other, so a bumped "
-        "payment killed by a foreign spend waits forever: payouts stuck in `broadcast`"
-    ))  # fmt: skip
     def test_a_foreign_double_spend_after_a_bump_requeues_the_payouts_once(
         self, session: Session, node: RegtestNode
     ) -> None:
@@ -670,14 +662,6 @@ class TestDeadProofs:
         confirm(node)
         assert_each_paid_once(session, node, ids)
 
-    @pytest.mark.xfail(strict=True, reason=(
-        "DEFECT: a bump that added an input and never reached the mempool (transient "
-        "refusal; its lock on the added coin lost in a node restart) is proven dead by a "
-        "confirmed spend of that ADDED input; mark_dead then marks every "
-        "version conflicted (broadcasting.py: 'its other versions spend the same inputs: dead "
-        "too') and re-queues the payouts, though the original is still valid in the mempool: "
-        "it confirms and the payout is paid twice"
-    ))  # fmt: skip
     def test_a_bump_dead_by_its_added_input_while_the_original_lives_pays_once(
         self, session: Session, node: RegtestNode, devnode: RunningDevnode
     ) -> None:
