@@ -3,9 +3,11 @@ the chaos suite do with a node — mine, fund, pay from the wallet directly, sig
 external signer would, and drive the simulated node's `devnode_*` faults.
 
 None of this is called by the product (api/, workers/, shared/), which is why it is not on
-`NodeClient`: a worker cannot mine, `sendtoaddress` around the claim, or bump a fee by
-mistake. The wallet and mining helpers work on a real bitcoind regtest node too; the
-`devnode_*` helpers only on the simulated one (devnode/README.md documents them).
+`NodeClient`: a worker cannot mine, `sendtoaddress` around the claim, or `bumpfee` (which
+broadcasts before anything could be stored; the product bumps only through `psbtbumpfee`, then
+stores the new version, then sends it). The wallet and mining helpers work on a real bitcoind
+regtest node too; the `devnode_*` helpers only on the simulated one (devnode/README.md
+documents them).
 """
 
 from __future__ import annotations

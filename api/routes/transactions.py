@@ -86,7 +86,8 @@ def get_transaction(
     summary="Bump a stuck transaction's fee (RBF, or CPFP through its youngest descendant)",
     description="Needs `payouts:approve`. The new version spends every input of the old one, "
     "pays every payout the same output, and is stored before it is broadcast. 409: "
-    "`already_confirmed`, `already_replaced` (bump the newest version), `not_broadcast`, "
+    "`already_confirmed`, `inputs_spent`, `already_replaced` (bump the newest version), "
+    "`not_broadcast`, "
     "`manual_payout`, `change_being_spent`, `has_descendants`, `nothing_to_bump_with` (the "
     "wallet cannot pay the higher fee). 422: `rate_too_low` (not above what it pays now), "
     "`over_cap` (over PAYOUTS_MAX_FEE_RATE_SAT_VB or PAYOUTS_MAX_BUMP_FEE_SATS).",

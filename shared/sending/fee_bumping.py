@@ -349,6 +349,11 @@ def _psbt_bump_fee(node: NodeClient, target: _Target) -> BumpPsbt:
                             "again") from exc  # fmt: skip
         if "mined" in text or "conflicted" in text:
             raise _conflict("already_confirmed", f"{target.txid}: {exc.message}") from exc
+        if "already spent" in text:
+            # Core 29 looks the original's coins up first: mined, or beaten by a conflict.
+            raise _conflict("inputs_spent",
+                            f"{target.txid}'s inputs are spent already (it or a conflicting "
+                            f"transaction is in a block): {exc.message}") from exc  # fmt: skip
         if "insufficient total fee" in text or "fee rate" in text:
             raise _invalid("rate_too_low", f"the node refuses that rate: {exc.message}") from exc
         if "insufficient funds" in text or "unable to create transaction" in text:

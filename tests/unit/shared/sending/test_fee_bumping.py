@@ -256,6 +256,28 @@ class TestOperatorBump:
         assert mined.value.code in ("already_confirmed", "not_broadcast")
         assert_each_paid_once(session, node, ids)
 
+    @pytest.mark.parametrize(("code", "message", "refusal"), [
+        (-1, "{txid}:0 is already spent", "inputs_spent"),  # Core 29: the original was mined
+        (-8, "Transaction has descendants in the mempool", "has_descendants"),
+        (-4, "Cannot bump transaction {txid} which was already bumped by transaction {other}",
+         "already_replaced"),
+        (-4, "Unable to create transaction. Insufficient funds", "nothing_to_bump_with"),
+    ])  # fmt: skip
+    def test_the_nodes_refusals_of_psbtbumpfee_become_reasons(
+        self, session: Session, node: RegtestNode, code: int, message: str, refusal: str
+    ) -> None:
+        """What bitcoind says when the state changed between our look and its bump (a block,
+        a new descendant, another wallet client's bump) is answered with a reason; nothing is
+        stored and the change lock is given back."""
+        ids, original = pay_batch(session, node)
+        node.fail_next("psbtbumpfee", code, message.format(txid=original, other="ab" * 32))
+        with pytest.raises(BumpRefused) as refused:
+            bump_transaction(node, get_settings(), original, fee_rate_sat_vb=10, actor="op")
+        assert refused.value.code == refusal
+        assert tx_row(session, original).state == TxState.BROADCAST
+        assert node.list_lock_unspent() == []
+        assert live_txid(session, ids) == original
+
     def test_a_manual_payouts_transaction_is_not_ours_to_bump(
         self, session: Session, node: RegtestNode
     ) -> None:
