@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal, overload
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 from sqlalchemy.orm import Session
 
 from shared.core.models import Payout, PayoutEvent, PayoutState, Route, TxState
@@ -145,11 +145,21 @@ class TransactionOut(_TransactionFields):
 
 class BumpRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    fee_rate_sat_vb: StrictInt = Field(
+    fee_rate_sat_vb: int = Field(
         ge=1, le=100_000,
         description="The fee rate the transaction should pay, with any unconfirmed ancestors, "
-        "in sat/vB; capped by PAYOUTS_MAX_FEE_RATE_SAT_VB (422 over_cap above it)",
+        "in whole sat/vB; capped by PAYOUTS_MAX_FEE_RATE_SAT_VB (422 over_cap above it)",
     )  # fmt: skip
+
+    @field_validator("fee_rate_sat_vb", mode="before")
+    @classmethod
+    def _a_json_integer(cls, value: Any) -> Any:
+        # JSON Schema's "integer" includes 25.0; a string or a fraction is refused.
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("must be a JSON number")
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError("must be a whole number of sat/vB")
+        return int(value)
 
 
 class BumpOut(BaseModel):

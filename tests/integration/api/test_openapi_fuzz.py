@@ -35,7 +35,7 @@ from sqlalchemy import update
 
 from api.app import create_app
 from cli.embedded import free_port
-from shared.core.models import Payout, Transaction, TxState
+from shared.core.models import Payout, Transaction, TransactionPayout, TxState
 from shared.infra.db import session_scope
 from shared.sending.transaction_views import TXID_PATTERN
 from tests.integration.api.conftest import ApiServer, bearer, start_api
@@ -56,7 +56,10 @@ def config() -> SchemathesisConfig:
             "operations": [
                 {
                     # 503 is these operations' documented answer while the node is down.
-                    "include-path-regex": r"^(/readyz|/v1/payouts/\{payout_id\}/manual/.*)$",
+                    "include-path-regex": (
+                        r"^(/readyz|/v1/payouts/\{payout_id\}/manual/.*"
+                        r"|/v1/transactions/\{txid\}/bump)$"
+                    ),
                     "checks": {
                         "not_a_server_error": {"expected-statuses": ["2xx", "3xx", "4xx", "503"]}
                     },
@@ -147,6 +150,8 @@ def existing_transaction(existing_payouts: list[str]) -> str:
                 .where(Payout.id == uuid.UUID(payout_id))
                 .values(tx_id=tx.id, vout=vout, fee_share_sats=210)
             )
+            session.add(TransactionPayout(tx_id=tx.id, payout_id=uuid.UUID(payout_id), vout=vout,
+                                          fee_share_sats=210))  # fmt: skip
         session.commit()
     return txid
 

@@ -14,7 +14,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from shared.core.models import Payout, PayoutState, Transaction, TxState, utcnow
+from shared.core.models import (
+    Payout,
+    PayoutState,
+    Transaction,
+    TransactionPayout,
+    TxState,
+    utcnow,
+)
 from shared.infra.db import session_scope
 from tests.integration.api.conftest import bearer
 from tests.unit.api.test_transaction_vsize import segwit_hex
@@ -51,6 +58,13 @@ def add_transaction(
             )
             for vout, amount, share in pays
         ]  # fmt: skip
+        # As claims.persist_signed records it: which payouts the transaction pays, by vout.
+        session.add_all(
+            TransactionPayout(tx_id=tx.id, payout_id=p.id, vout=p.vout,
+                              fee_share_sats=p.fee_share_sats)
+            for p in payouts
+        )  # fmt: skip
+        session.commit()
         return [str(p.id) for p in payouts]
 
 
@@ -85,6 +99,9 @@ def test_a_batch_and_its_payouts_read_back_on_postgresql(
             {"id": batch[0], "vout": 1, "amount_sats": 20_000, "fee_share_sats": 333},
             {"id": batch[1], "vout": 2, "amount_sats": 30_000, "fee_share_sats": 333},
         ],
+        "replaces": None,
+        "replaced_by": None,
+        "versions": [TXID],
     }
     views = [
         client.get(f"/v1/payouts/{pid}", headers=bearer(keys["reader"])).json() for pid in batch
