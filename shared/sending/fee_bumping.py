@@ -50,14 +50,18 @@ from shared.infra.db import session_scope
 from shared.infra.settings import Settings
 from shared.node import NodeClient
 from shared.node.amounts import btc_to_sats
-from shared.node.client import BumpPsbt, DecodedTx
+from shared.node.client import BumpPsbt
 from shared.node.coin_locks import unlock_quietly
 from shared.node.errors import ChainLimitReached, InvalidParameter, NodeError, NodeUnavailable
 from shared.ops import metrics
 from shared.sending import versions
 from shared.sending.broadcasting import BroadcastOutcome, broadcast_persisted
-from shared.sending.payment_check import PaymentMismatch, check_against_wallet
-from shared.sending.signature_check import check_signatures_cover_everything
+from shared.sending.mempool_packages import (
+    effective_fee_rate,
+    leaf_descendants,
+    package_rate_after,
+)
+from shared.sending.replacement_check import check_replacement
 
 log = logging.getLogger(__name__)
 S = PayoutState
@@ -65,8 +69,6 @@ S = PayoutState
 # Bitcoin Core's default incremental relay fee: a replacement pays at least this much more
 # per vbyte than what it replaces (BIP125 rule 4).
 INCREMENTAL_RELAY_SAT_VB = 1
-# A package walk never goes deeper than the mempool's own chain limit.
-MAX_DESCENDANTS = 25
 
 
 class BumpRefused(DomainError):
@@ -176,43 +178,6 @@ def bump_stuck(node: NodeClient, settings: Settings, *, actor: str = "maintenanc
     return report
 
 
-def effective_fee_rate(node: NodeClient, entry: Mapping[str, Any]) -> float:
-    """The best ancestor fee rate of a package that contains this transaction: its own with its
-    ancestors, or a descendant's with its ancestors (this one among them). Miners select by
-    exactly that, so a child that pays enough already carries it."""
-    best = _ancestor_score(entry)
-    for leaf in _leaf_descendants(node, entry):
-        best = max(best, _ancestor_score(leaf[1]))
-    return best
-
-
-def _ancestor_score(entry: Mapping[str, Any]) -> float:
-    return btc_to_sats(entry["fees"]["ancestor"]) / max(1, int(entry["ancestorsize"]))
-
-
-Entry = dict[str, Any]
-
-
-def _leaf_descendants(node: NodeClient, entry: Mapping[str, Any]) -> list[tuple[str, Entry]]:
-    """The descendants that have no descendants of their own, with their mempool entries."""
-    leaves: list[tuple[str, Entry]] = []
-    seen: set[str] = set()
-    todo = list(entry.get("spentby", []))
-    while todo and len(seen) < MAX_DESCENDANTS:
-        txid = todo.pop()
-        if txid in seen:
-            continue
-        seen.add(txid)
-        child = node.get_mempool_entry(txid)
-        if child is None:
-            continue
-        if child.get("spentby"):
-            todo.extend(child["spentby"])
-        else:
-            leaves.append((txid, child))
-    return leaves
-
-
 # ---------------------------------------------------------------------------------------------
 # One bump
 
@@ -318,7 +283,7 @@ def bump_transaction(
         unlock_quietly(node, locked)
     log.info("bumped %s via %s: %s -> %s (%s)", txid, target.method, target.txid, decoded.txid,
              outcome.value, extra={"txid": decoded.txid, "outcome": outcome.value})  # fmt: skip
-    package_rate = _package_rate_after(node, decoded.txid)
+    package_rate = package_rate_after(node, decoded.txid)
     return BumpResult(
         txid=txid, method=target.method, bumped_txid=target.txid, new_txid=decoded.txid,
         old_fee_sats=target.old_fee, new_fee_sats=bump.fee_sats,
@@ -362,14 +327,6 @@ def _psbt_bump_fee(node: NodeClient, target: _Target) -> BumpPsbt:
                             f"{exc.message}") from exc  # fmt: skip
         raise BumpRefused("node_refused", f"the node refused to bump {target.txid}: {exc.message}",
                           ErrorKind.NODE_REFUSED) from exc  # fmt: skip
-
-
-def _package_rate_after(node: NodeClient, txid: str) -> float | None:
-    try:
-        entry = node.get_mempool_entry(txid)
-    except NodeError:
-        return None
-    return None if entry is None else round(_ancestor_score(entry), 2)
 
 
 def _live_version(session: Session, txid: str) -> Transaction:
@@ -424,7 +381,7 @@ def _choose_target(
                        f"transaction {txid} already pays {current:.2f} sat/vB with its package; "
                        f"ask for more than that")  # fmt: skip
     method, bumped_txid, bumped = "rbf", txid, dict(entry)
-    leaves = _leaf_descendants(node, entry)
+    leaves = leaf_descendants(node, entry)
     if leaves:
         # The youngest descendant (last into the mempool); bitcoind refuses to bump the others.
         bumped_txid, bumped = max(
@@ -510,41 +467,3 @@ def _lock_change(node: NodeClient, target: _Target) -> list[str]:
             "shortly",
         ) from exc
     return change
-
-
-def check_replacement(
-    session: Session, node: NodeClient, old_row_id: uuid.UUID, new: DecodedTx, raw_hex: str
-) -> tuple[Transaction, dict[uuid.UUID, int]]:
-    """The rule a new version must pass before it is stored: every input of the old version,
-    every payout output unchanged (address and amount, once each), nothing else but change to
-    the hot wallet, and no more change than before unless the wallet added inputs. Returns the
-    old row and each payout's output in the new version."""
-    old = session.get(Transaction, old_row_id)
-    assert old is not None
-    missing = sorted(set(old.inputs) - set(new.inputs))
-    if missing:
-        raise PaymentMismatch("replacement_drops_inputs",
-                              f"the new version does not spend {', '.join(missing)}: it could "
-                              "confirm alongside the old one")  # fmt: skip
-    links = list(
-        session.execute(
-            select(Payout.id, Payout.destination, Payout.amount_sats)
-            .join(TransactionPayout, TransactionPayout.payout_id == Payout.id)
-            .where(TransactionPayout.tx_id == old.id)
-            .order_by(TransactionPayout.vout)
-        )
-    )
-    expected = {link.destination: link.amount_sats for link in links}
-    check_signatures_cover_everything(raw_hex)
-    by_destination = check_against_wallet(session, node, new.outputs, expected)
-    if set(new.inputs) == set(old.inputs):
-        old_outputs = node.decode_raw_transaction(old.raw_hex).outputs
-        old_change = sum(o.value_sats for o in old_outputs if o.address not in expected)
-        new_change = sum(o.value_sats for o in new.outputs if o.address not in expected)
-        if new_change > old_change:
-            raise PaymentMismatch(
-                "replacement_grows_change",
-                f"the new version's change ({new_change} sats) is more than the old one's "
-                f"({old_change}): a bump only pays more fee",
-            )
-    return old, {link.id: by_destination[link.destination] for link in links}

@@ -37,10 +37,10 @@ from shared.infra.settings import get_settings, reset_settings_cache
 from shared.node import NodeClient
 from shared.recovery.confirmations import track_confirmations
 from shared.recovery.rebroadcast import rebroadcast_signed
-from shared.sending import fee_bumping
 from shared.sending.automatic import run_batches
 from shared.sending.fee_bumping import BumpRefused, bump_stuck, bump_transaction
 from shared.sending.payment_check import PaymentMismatch
+from shared.sending.replacement_check import check_replacement
 from shared.sending.transaction_views import get_transaction
 from tests.unit.shared.factories import make_payout, use_app_database
 from tests.unit.shared.sending.test_batch_attacks import Hooked, assert_each_paid_once
@@ -374,14 +374,14 @@ class TestReplacementCheck:
     def test_the_real_bump_passes(self, session: Session, node: RegtestNode) -> None:
         row_id, decoded, raw = self._bump_parts(session, node)
         with session_scope() as s:
-            old, vouts = fee_bumping.check_replacement(s, node, row_id, decoded, raw)
+            old, vouts = check_replacement(s, node, row_id, decoded, raw)
         assert len(vouts) == 3
 
     def test_a_dropped_input_is_refused(self, session: Session, node: RegtestNode) -> None:
         row_id, decoded, raw = self._bump_parts(session, node)
         crafted = dataclasses.replace(decoded, inputs=decoded.inputs[1:] + ["cd" * 32 + ":0"])
         with session_scope() as s, pytest.raises(PaymentMismatch) as refused:
-            fee_bumping.check_replacement(s, node, row_id, crafted, raw)
+            check_replacement(s, node, row_id, crafted, raw)
         assert refused.value.code == "replacement_drops_inputs"
 
     def test_a_changed_payout_amount_is_refused(self, session: Session, node: RegtestNode) -> None:
@@ -391,7 +391,7 @@ class TestReplacementCheck:
                    for o in decoded.outputs]  # fmt: skip
         crafted = dataclasses.replace(decoded, outputs=outputs)
         with session_scope() as s, pytest.raises(PaymentMismatch) as refused:
-            fee_bumping.check_replacement(s, node, row_id, crafted, raw)
+            check_replacement(s, node, row_id, crafted, raw)
         assert refused.value.code == "wrong_payment"
 
     def test_an_extra_output_to_a_stranger_is_refused(
@@ -402,7 +402,7 @@ class TestReplacementCheck:
                                        value_sats=1_000)  # fmt: skip
         crafted = dataclasses.replace(decoded, outputs=[*decoded.outputs, stranger])
         with session_scope() as s, pytest.raises(PaymentMismatch) as refused:
-            fee_bumping.check_replacement(s, node, row_id, crafted, raw)
+            check_replacement(s, node, row_id, crafted, raw)
         assert refused.value.code == "unexpected_outputs"
 
     def test_more_change_without_new_inputs_is_refused(
@@ -416,7 +416,7 @@ class TestReplacementCheck:
                    for o in decoded.outputs]  # fmt: skip
         crafted = dataclasses.replace(decoded, outputs=outputs)
         with session_scope() as s, pytest.raises(PaymentMismatch) as refused:
-            fee_bumping.check_replacement(s, node, row_id, crafted, raw)
+            check_replacement(s, node, row_id, crafted, raw)
         assert refused.value.code == "replacement_grows_change"
 
 
