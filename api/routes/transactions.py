@@ -112,7 +112,7 @@ def bump(
         raise DomainError("node_unavailable", "the Bitcoin node is unreachable; nothing was "
                           "stored or sent, retry", ErrorKind.UNAVAILABLE) from exc  # fmt: skip
     return BumpOut(
-        txid=done.txid, method=done.method, replaced_txid=done.bumped_txid,  # type: ignore[arg-type]
+        txid=done.txid, method=done.method, replaced_txid=done.bumped_txid,
         new_txid=done.new_txid, old_fee_sats=done.old_fee_sats, new_fee_sats=done.new_fee_sats,
         old_fee_rate_sat_vb=done.old_fee_rate_sat_vb, new_fee_rate_sat_vb=done.new_fee_rate_sat_vb,
         package_fee_rate_sat_vb=done.package_fee_rate_sat_vb, broadcast=done.broadcast,

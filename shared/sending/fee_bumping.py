@@ -30,7 +30,7 @@ import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -85,13 +85,16 @@ def _invalid(code: str, message: str) -> BumpRefused:
     return BumpRefused(code, message, ErrorKind.INVALID)
 
 
+BumpMethod = Literal["rbf", "cpfp"]
+
+
 @dataclass(frozen=True)
 class BumpResult:
     """A persisted bump. `bumped_txid` is the version that was replaced: the transaction asked
     about (RBF), or its youngest descendant (CPFP)."""
 
     txid: str  # the transaction asked about
-    method: str  # "rbf" | "cpfp"
+    method: BumpMethod
     bumped_txid: str
     new_txid: str
     old_fee_sats: int
@@ -191,7 +194,7 @@ class _Target:
     rate_sat_vb: int
     old_fee: int
     vsize: int
-    method: str
+    method: BumpMethod
 
 
 def bump_transaction(
@@ -380,7 +383,8 @@ def _choose_target(
         raise _invalid("rate_too_low",
                        f"transaction {txid} already pays {current:.2f} sat/vB with its package; "
                        f"ask for more than that")  # fmt: skip
-    method, bumped_txid, bumped = "rbf", txid, dict(entry)
+    method: BumpMethod = "rbf"
+    bumped_txid, bumped = txid, dict(entry)
     leaves = leaf_descendants(node, entry)
     if leaves:
         # The youngest descendant (last into the mempool); bitcoind refuses to bump the others.

@@ -395,6 +395,10 @@ def _accepted_by_node(
             INVALID,
         ) from exc
     fee_sats = _fee_from_acceptance(check)
+    if fee_sats is None and _already_known(check):
+        # The signer broadcast it already: testmempoolaccept gives no fees then, the mempool
+        # (or, once mined, the wallet) still knows what it pays.
+        fee_sats = _fee_of_known(node, decoded.txid)
     vsize = int(check.get("vsize") or decoded.vsize)
     if not check.get("allowed") and not _already_known(check):
         raise DomainError(
@@ -417,6 +421,14 @@ def _fee_from_acceptance(check: dict[str, object]) -> int | None:
     if isinstance(fees, dict) and "base" in fees:
         return btc_to_sats(fees["base"])
     return None
+
+
+def _fee_of_known(node: NodeClient, txid: str) -> int | None:
+    entry = node.get_mempool_entry(txid)
+    if entry is not None:
+        return _fee_from_acceptance(entry)
+    fee = (node.get_transaction(txid) or {}).get("fee")  # negative: the wallet paid it
+    return None if fee is None else abs(btc_to_sats(fee))
 
 
 def _already_known(check: dict[str, object]) -> bool:

@@ -268,6 +268,27 @@ class TestAccepted:
         assert (done.state, done.outcome) == ("broadcast", "sent")
         assert node.call("getrawmempool") == [done.txid]
 
+    def test_a_transaction_the_signer_broadcast_already_is_stored_with_its_real_fee(
+        self, session: Session, node: NodeClient
+    ) -> None:
+        """testmempoolaccept says "already known" and gives no fee then; the stored fee (and
+        so the transaction's fee rate) must still be the real one, not 0."""
+        payout, held = claimed(session, node)
+        signed, _ = node.wallet_process_psbt(held.psbt)
+        raw = node.finalize_psbt(signed)[0]
+        assert raw is not None
+        txid = node.send_raw_transaction(raw)  # the signer's own broadcast, first
+        entry = node.get_mempool_entry(txid)
+        assert entry is not None
+        paid = round(float(entry["fees"]["base"]) * 1e8)
+        done = submit(session, node, payout, tx_hex=raw)
+        assert done.txid == txid
+        session.expire_all()
+        stored = session.get(Payout, payout.id)
+        assert stored is not None and stored.tx_id is not None
+        row = session.get(Transaction, stored.tx_id)
+        assert row is not None and row.fee_sats == paid > 0
+
     def test_a_transaction_without_change_is_accepted(
         self, session: Session, node: NodeClient
     ) -> None:
