@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from sqlalchemy import func, select
 
+from cli.processes import wait_until
 from shared.core.models import Payout, PayoutEvent, Transaction
 from tests.chaos.harness import (
     FULL,
@@ -36,10 +37,31 @@ KILLS = 4 if FULL else 1
 BUMP_AFTER_BLOCKS = 2
 
 
-def _jump(chaos: ChaosStack, estimate: int, mining_min: int) -> None:
-    chaos.node.set_fee_estimate(estimate)
-    chaos.node.call("devnode_set_mining_min_fee_rate", mining_min)
-    chaos.faults += 1
+def _jump(chaos: ChaosStack, estimate: int, mining_min: int, *, required: bool) -> None:
+    """Make sure some broadcast batch pays less than the new minimum (the miner pauses until
+    one is in the mempool: without one the scenario would test nothing), then raise the
+    estimate and the miner's minimum, and let the miner go on."""
+    chaos.miner.pause()
+    try:
+        waiting = _low_fee_in_mempool(chaos, mining_min)
+        assert waiting or not required, "no batch below the new minimum to get stuck"
+        chaos.node.set_fee_estimate(estimate)
+        chaos.node.call("devnode_set_mining_min_fee_rate", mining_min)
+        chaos.faults += 1
+    finally:
+        chaos.miner.resume()
+
+
+def _low_fee_in_mempool(chaos: ChaosStack, below: int, timeout: float = 30) -> bool:
+    def found() -> bool:
+        entries = chaos.node.call("getrawmempool", True).values()
+        return any(float(e["fees"]["base"]) * 1e8 / e["vsize"] < below for e in entries)
+
+    try:
+        wait_until(found, timeout, f"a mempool transaction below {below} sat/vB", interval=0.2)
+    except TimeoutError:
+        return False
+    return True
 
 
 def test_stuck_fees_are_bumped_until_every_payout_is_mined_once(
@@ -56,7 +78,7 @@ def test_stuck_fees_are_bumped_until_every_payout_is_mined_once(
     producer = chaos.produce(amounts(PAYOUTS), PRODUCE_SECONDS)
     third = PRODUCE_SECONDS / 3
     pause(chaos.rng, 0.8 * third, 1.2 * third)
-    _jump(chaos, *JUMPS[0])
+    _jump(chaos, *JUMPS[0], required=True)
     for _ in range(KILLS):
         pause(chaos.rng, 0.2 * third / KILLS, 0.6 * third / KILLS)
         chaos.kill_random_worker()
@@ -65,7 +87,7 @@ def test_stuck_fees_are_bumped_until_every_payout_is_mined_once(
     node.call("devnode_drop_reply", "sendrawtransaction", 1)
     chaos.faults += 1
     pause(chaos.rng, 0.8 * third, 1.0 * third)
-    _jump(chaos, *JUMPS[1])
+    _jump(chaos, *JUMPS[1], required=False)  # the producers may be done by then
     payouts = producer.join()
     ids = [p.id for p in payouts]
 
