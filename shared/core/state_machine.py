@@ -182,15 +182,7 @@ def transition_many(
     moved = list(cast(CursorResult[Any], session.execute(stmt)).scalars())
     if not moved:
         return []
-    now = utcnow()
-    session.execute(
-        insert(PayoutEvent),
-        [
-            {"payout_id": pid, "from_state": source, "to_state": target, "actor": actor,
-             "reason": reason, "at": now}
-            for pid in moved
-        ],
-    )  # fmt: skip
+    _audit(session, moved, source, target, actor, reason)
     # Logged at the CAS, before the caller commits: a later rollback (rare) leaves a line for
     # a transition that did not happen; the payout_events rows are the truth. One line per
     # payout, so grepping the logs for a payout id finds every step of it, batched or not.
@@ -223,13 +215,25 @@ def note(
 ) -> None:
     """An audit row that records an event without a state change (e.g. a fee bump of another
     transaction that carries this payout's along, CPFP). `state` is the state it happened in."""
+    _audit(session, payout_ids, state, state, actor, reason)
+
+
+def _audit(
+    session: Session,
+    payout_ids: Sequence[uuid.UUID],
+    source: PayoutState,
+    target: PayoutState,
+    actor: str,
+    reason: str | None,
+) -> None:
+    """The payouts' audit rows: one multi-row INSERT, in the caller's DB transaction."""
     if not payout_ids:
         return
     now = utcnow()
     session.execute(
         insert(PayoutEvent),
         [
-            {"payout_id": pid, "from_state": state, "to_state": state, "actor": actor,
+            {"payout_id": pid, "from_state": source, "to_state": target, "actor": actor,
              "reason": reason, "at": now}
             for pid in payout_ids
         ],
