@@ -35,7 +35,8 @@ from sqlalchemy import update
 
 from api.app import create_app
 from cli.embedded import free_port
-from shared.core.models import Payout, Transaction, TransactionPayout, TxState
+from shared.core.claims import link_payouts
+from shared.core.models import Payout, Transaction, TxState
 from shared.infra.db import session_scope
 from shared.sending.transaction_views import TXID_PATTERN
 from tests.integration.api.conftest import ApiServer, bearer, start_api
@@ -150,8 +151,8 @@ def existing_transaction(existing_payouts: list[str]) -> str:
                 .where(Payout.id == uuid.UUID(payout_id))
                 .values(tx_id=tx.id, vout=vout, fee_share_sats=210)
             )
-            session.add(TransactionPayout(tx_id=tx.id, payout_id=uuid.UUID(payout_id), vout=vout,
-                                          fee_share_sats=210))  # fmt: skip
+            link_payouts(session, tx.id, [uuid.UUID(payout_id)], {uuid.UUID(payout_id): vout},
+                         {uuid.UUID(payout_id): 210})  # fmt: skip
         session.commit()
     return txid
 

@@ -14,11 +14,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
+from shared.core.claims import link_payouts
 from shared.core.models import (
     Payout,
     PayoutState,
     Transaction,
-    TransactionPayout,
     TxState,
     utcnow,
 )
@@ -59,11 +59,9 @@ def add_transaction(
             for vout, amount, share in pays
         ]  # fmt: skip
         # As claims.persist_signed records it: which payouts the transaction pays, by vout.
-        session.add_all(
-            TransactionPayout(tx_id=tx.id, payout_id=p.id, vout=p.vout,
-                              fee_share_sats=p.fee_share_sats)
-            for p in payouts
-        )  # fmt: skip
+        vouts = {p.id: p.vout for p in payouts if p.vout is not None}
+        shares = {p.id: p.fee_share_sats for p in payouts if p.fee_share_sats is not None}
+        link_payouts(session, tx.id, [p.id for p in payouts], vouts, shares)
         session.commit()
         return [str(p.id) for p in payouts]
 

@@ -14,7 +14,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from shared.core.models import Payout, PayoutState, Transaction, TransactionPayout, TxState
+from shared.core.claims import link_payouts
+from shared.core.models import Payout, PayoutState, Transaction, TxState
 from shared.infra.db import get_sessionmaker
 from tests.unit.api.conftest import bearer
 from tests.unit.shared.factories import make_payout
@@ -61,11 +62,9 @@ def add_transaction(
             for vout, amount, share in pays
         ]
         # As claims.persist_signed records it: which payouts the transaction pays, by vout.
-        session.add_all(
-            TransactionPayout(tx_id=tx.id, payout_id=p.id, vout=p.vout,
-                              fee_share_sats=p.fee_share_sats)
-            for p in payouts
-        )  # fmt: skip
+        vouts = {p.id: p.vout for p in payouts if p.vout is not None}
+        shares = {p.id: p.fee_share_sats for p in payouts if p.fee_share_sats is not None}
+        link_payouts(session, tx.id, [p.id for p in payouts], vouts, shares)
         session.commit()
         return tx.id, [str(p.id) for p in payouts]
 
