@@ -24,13 +24,12 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import fakeredis
 import pytest
 from embit.networks import NETWORKS
 from embit.psbt import PSBT, InputScope, OutputScope
 from embit.script import address_to_scriptpubkey
 from embit.transaction import TransactionInput, TransactionOutput
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 import devnode.spend as devnode_spend
@@ -38,99 +37,44 @@ from cli.addresses import external_address
 from cli.regtest_node import RegtestNode
 from devnode.server import RunningDevnode
 from shared.core.errors import DomainError
-from shared.core.models import Payout, PayoutState, Route, Transaction, TxState, utcnow
-from shared.infra.db import get_engine, session_scope
-from shared.infra.settings import get_settings, reset_settings_cache
+from shared.core.models import Payout, PayoutState, Route, TxState
+from shared.infra.db import session_scope
+from shared.infra.settings import get_settings
 from shared.node import NodeClient
 from shared.node.client import BumpPsbt
 from shared.node.errors import NodeUnavailable
 from shared.recovery.confirmations import track_confirmations
 from shared.recovery.rebroadcast import rebroadcast_signed
-from shared.sending.automatic import run_batches
 from shared.sending.fee_bumping import BumpRefused, bump_stuck, bump_transaction
 from shared.sending.payment_check import PaymentMismatch
-from tests.unit.shared.factories import make_payout, use_app_database
+from tests.unit.shared.sending.bumping import (
+    AMOUNT,
+    approved,
+    bump_session,
+    confirm,
+    funded_node,
+    live_txid,
+    mine_without_mempool,
+    pay_batch,
+    payouts,
+    run,
+    states,
+    stored_txids,
+    tx_row,
+)
 from tests.unit.shared.sending.test_batch_attacks import Hooked, assert_each_paid_once
 
 S = PayoutState
-AMOUNT = 30_000
-
-
-# ---------------------------------------------------------------- fixtures and helpers
 
 
 @pytest.fixture
 def node(devnode: RunningDevnode) -> RegtestNode:
-    client = RegtestNode(devnode.wallet_url, timeout=10, read_retries=0)
-    client.generate_to_address(110, client.get_new_address())  # ten mature coins
-    return client
+    return funded_node(devnode)
 
 
 @pytest.fixture
 def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Session]:
-    use_app_database(monkeypatch, tmp_path / "bump_attacks.db")
-    monkeypatch.setenv("PAYOUTS_FALLBACK_FEE_RATE_SAT_VB", "2")
-    monkeypatch.setenv("PAYOUTS_BUMP_AFTER_BLOCKS", "2")
-    monkeypatch.setenv("PAYOUTS_BATCH_WINDOW_SECONDS", "0")
-    reset_settings_cache()
-    with Session(get_engine(), expire_on_commit=False) as s:
-        yield s
-
-
-def approved(session: Session, count: int, *, amount: int = AMOUNT,
-             destination: str | None = None) -> list[uuid.UUID]:  # fmt: skip
-    ids = []
-    for i in range(count):
-        payout = make_payout(
-            session, state=S.APPROVED, route=Route.AUTOMATIC, amount_sats=amount + i,
-            destination=destination or external_address(), approved_at=utcnow(),
-        )  # fmt: skip
-        ids.append(payout.id)
-    return ids
-
-
-def run(node: NodeClient) -> Any:
-    return run_batches(worker_name="w1", settings=get_settings(), node=node,
-                       redis_client=fakeredis.FakeRedis())  # fmt: skip
-
-
-def pay_batch(session: Session, node: NodeClient, count: int = 3, *,
-              amount: int = AMOUNT) -> tuple[list[uuid.UUID], str]:  # fmt: skip
-    ids = approved(session, count, amount=amount)
-    result = run(node)
-    assert result.paid == count, result
-    return ids, live_txid(session, ids)
-
-
-def payouts(session: Session, ids: Iterable[uuid.UUID]) -> list[Payout]:
-    session.expire_all()
-    found = [session.get(Payout, pid) for pid in ids]
-    return [p for p in found if p is not None]
-
-
-def live_txid(session: Session, ids: list[uuid.UUID]) -> str:
-    txids = set()
-    for p in payouts(session, ids):
-        assert p.tx_id is not None, f"payout {p.id} is {p.state} with no transaction"
-        tx = session.get(Transaction, p.tx_id)
-        assert tx is not None
-        txids.add(tx.txid)
-    assert len(txids) == 1, txids
-    return txids.pop()
-
-
-def tx_row(session: Session, txid: str) -> Transaction:
-    session.expire_all()
-    return session.execute(select(Transaction).where(Transaction.txid == txid)).scalar_one()
-
-
-def stored_txids(session: Session) -> set[str]:
-    session.expire_all()
-    return set(session.execute(select(Transaction.txid)).scalars())
-
-
-def states(session: Session, ids: Iterable[uuid.UUID]) -> set[str]:
-    return {p.state for p in payouts(session, ids)}
+    yield from bump_session(tmp_path, monkeypatch)
 
 
 def mine_leaving_out(devnode: RunningDevnode, blocks: int, leave_out: Iterable[str]) -> None:
@@ -141,12 +85,6 @@ def mine_leaving_out(devnode: RunningDevnode, blocks: int, leave_out: Iterable[s
         state.mine(blocks, state._burn_script, exclude=set(leave_out))
 
 
-def mine_without_mempool(devnode: RunningDevnode, blocks: int) -> None:
-    state = devnode.node
-    with state.lock:
-        mine_leaving_out(devnode, blocks, list(state.mempool.entries))
-
-
 def mempool(node: RegtestNode) -> set[str]:
     return set(node.call("getrawmempool"))
 
@@ -155,11 +93,6 @@ def swap_in(node: RegtestNode, evict: str, raw_hex: str) -> None:
     """A miner's choice: `evict` leaves the mempool and the other version takes its place."""
     node.evict(evict)
     node.call("sendrawtransaction", raw_hex)
-
-
-def confirm(node: RegtestNode, blocks: int = 3) -> None:
-    node.mine(blocks)
-    track_confirmations(node, get_settings())
 
 
 class Tampering:
@@ -618,7 +551,7 @@ class TestDestinationsAndRoutes:
         others, healthy = pay_batch(session, node, 2)
         assert node.get_mempool_entry(healthy)["depends"] == []  # type: ignore[index]
         node.set_fee_estimate(12)
-        mine_without_mempool(devnode, 2)
+        mine_without_mempool(node, 2)
         report = bump_stuck(node, get_settings())
         assert len(report.bumped) == 1 and report.bumped[0] != healthy
         assert live_txid(session, others) == report.bumped[0]

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import fakeredis
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -30,100 +29,38 @@ from shared.core.models import (
     Route,
     Transaction,
     TxState,
-    utcnow,
 )
-from shared.infra.db import get_engine, session_scope
+from shared.infra.db import session_scope
 from shared.infra.settings import get_settings, reset_settings_cache
-from shared.node import NodeClient
 from shared.recovery.confirmations import track_confirmations
 from shared.recovery.rebroadcast import rebroadcast_signed
-from shared.sending.automatic import run_batches
 from shared.sending.fee_bumping import BumpRefused, bump_stuck, bump_transaction
 from shared.sending.payment_check import PaymentMismatch
 from shared.sending.replacement_check import check_replacement
 from shared.sending.transaction_views import get_transaction
-from tests.unit.shared.factories import make_payout, use_app_database
+from tests.unit.shared.sending.bumping import (
+    bump_session,
+    confirm,
+    fee_rate,
+    funded_node,
+    live_txid,
+    mine_without_mempool,
+    pay_batch,
+    tx_row,
+)
 from tests.unit.shared.sending.test_batch_attacks import Hooked, assert_each_paid_once
 
 S = PayoutState
-AMOUNT = 30_000
 
 
 @pytest.fixture
 def node(devnode: RunningDevnode) -> RegtestNode:
-    client = RegtestNode(devnode.wallet_url, timeout=10, read_retries=0)
-    client.generate_to_address(110, client.get_new_address())  # ten mature coins
-    return client
+    return funded_node(devnode)
 
 
 @pytest.fixture
 def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Session]:
-    use_app_database(monkeypatch, tmp_path / "bumps.db")
-    # Batches start at 2 sat/vB (no estimate yet: the fallback); then fees "jump".
-    monkeypatch.setenv("PAYOUTS_FALLBACK_FEE_RATE_SAT_VB", "2")
-    monkeypatch.setenv("PAYOUTS_BUMP_AFTER_BLOCKS", "2")
-    monkeypatch.setenv("PAYOUTS_BATCH_WINDOW_SECONDS", "0")
-    reset_settings_cache()
-    with Session(get_engine(), expire_on_commit=False) as s:
-        yield s
-
-
-def approved(session: Session, count: int) -> list[uuid.UUID]:
-    ids = []
-    for i in range(count):
-        payout = make_payout(
-            session, state=S.APPROVED, route=Route.AUTOMATIC, amount_sats=AMOUNT + i,
-            destination=external_address(), approved_at=utcnow(),
-        )  # fmt: skip
-        ids.append(payout.id)
-    return ids
-
-
-def pay_batch(session: Session, node: NodeClient, count: int = 3) -> tuple[list[uuid.UUID], str]:
-    """`count` approved payouts paid by one broadcast batch; returns them and its txid."""
-    ids = approved(session, count)
-    result = run_batches(worker_name="w1", settings=get_settings(), node=node,
-                         redis_client=fakeredis.FakeRedis())  # fmt: skip
-    assert result.paid == count, result
-    return ids, live_txid(session, ids)
-
-
-def live_txid(session: Session, ids: list[uuid.UUID]) -> str:
-    session.expire_all()
-    txids = set()
-    for pid in ids:
-        payout = session.get(Payout, pid)
-        assert payout is not None and payout.tx_id is not None
-        tx = session.get(Transaction, payout.tx_id)
-        assert tx is not None
-        txids.add(tx.txid)
-    assert len(txids) == 1, txids
-    return txids.pop()
-
-
-def mine_without_mempool(node: RegtestNode, blocks: int) -> None:
-    """Blocks that leave every mempool transaction out (Core: generateblock with [])."""
-    address = node.get_new_address()
-    for _ in range(blocks):
-        node.call("generateblock", address, [])
-
-
-def tx_row(session: Session, txid: str) -> Transaction:
-    session.expire_all()
-    row = session.execute(select(Transaction).where(Transaction.txid == txid)).scalar_one()
-    return row
-
-
-def fee_rate(node: NodeClient, txid: str) -> float:
-    entry = node.get_mempool_entry(txid)
-    assert entry is not None, f"{txid} is not in the mempool"
-    return float(entry["fees"]["base"]) * 1e8 / int(entry["vsize"])
-
-
-def confirm(node: RegtestNode, blocks: int = 3) -> None:
-    node.mine(blocks)
-    report = track_confirmations(node, get_settings())
-    assert report is not None
+    yield from bump_session(tmp_path, monkeypatch)
 
 
 # ---------------------------------------------------------------- the policy job
