@@ -195,6 +195,7 @@ class _Target:
     old_fee: int
     vsize: int
     method: BumpMethod
+    inputs: tuple[str, ...]  # the stored version's, read once with its row
 
 
 def bump_transaction(
@@ -243,7 +244,7 @@ def bump_transaction(
         decoded = node.decode_raw_transaction(raw_hex)
         # Coins the wallet added to pay the higher fee: locked like a batch's inputs, so no
         # batch funds itself from them before this version is in the mempool.
-        added = sorted(set(decoded.inputs) - set(_inputs_of(target)))
+        added = sorted(set(decoded.inputs) - set(target.inputs))
         locked += _lock_added(node, target, added)
         with session_scope() as session:
             row, vouts = check_replacement(session, node, target.row_id, decoded, raw_hex)
@@ -409,20 +410,13 @@ def _choose_target(
         own_rate = cap
     with session_scope() as session:
         row = session.execute(
-            select(Transaction.id).where(Transaction.txid == bumped_txid)
-        ).scalar_one_or_none()
+            select(Transaction.id, Transaction.inputs).where(Transaction.txid == bumped_txid)
+        ).one_or_none()
     if row is None:
         raise _conflict("nothing_to_bump_with",
                         f"transaction {txid}'s youngest descendant {bumped_txid} is not one of "
                         "ours; it cannot be bumped from here")  # fmt: skip
-    return _Target(row, bumped_txid, own_rate, own_fee, vsize, method)
-
-
-def _inputs_of(target: _Target) -> list[str]:
-    with session_scope() as session:
-        row = session.get(Transaction, target.row_id)
-        assert row is not None
-        return list(row.inputs)
+    return _Target(row.id, bumped_txid, own_rate, own_fee, vsize, method, tuple(row.inputs))
 
 
 def _lock_added(node: NodeClient, target: _Target, added: list[str]) -> list[str]:
