@@ -12,6 +12,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    FetchedValue,
     ForeignKey,
     Index,
     Integer,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -217,3 +219,41 @@ class ApiKey(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), default=None)
+
+
+class Event(Base):
+    """The outbox (docs/architecture.md §3, README "Events"): one row per externally visible
+    change, inserted by shared/events/outbox.py in the same DB transaction as the change.
+
+    `id` is insert order only; readers page by `sequence`, which the sequencer
+    (shared/events/feed.py) assigns after the writer committed and once no older writing
+    transaction is still running, so a reader that polls with the last sequence it saw never
+    misses a row that commits late.
+    """
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    sequence: Mapped[int | None] = mapped_column(BigInteger, unique=True, default=None)
+    type: Mapped[str] = mapped_column(String(64))
+    payout_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None, index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The writer's top-level transaction id on PostgreSQL: a server default of
+    # `pg_current_xact_id()` (xid8), stored as bigint. An xid8 is the 32-bit xid extended by a
+    # 32-bit epoch, so it fits a signed bigint for the next 2^63 transactions; bigint keeps the
+    # column one portable type, and the sequencer compares it with the snapshot's xmin cast
+    # the same way. NULL on SQLite, where writes are serialized and id order is commit order.
+    writer_xact_id: Mapped[int | None] = mapped_column(
+        BigInteger, server_default=FetchedValue()
+    )
+
+    __table_args__ = (
+        # The sequencer's scan: the few rows not numbered yet, in id order.
+        Index(
+            "ix_events_unsequenced",
+            "id",
+            postgresql_where=text("sequence IS NULL"),
+            sqlite_where=text("sequence IS NULL"),
+        ),
+    )

@@ -59,6 +59,7 @@ def fresh_postgres_database() -> AbstractContextManager[str]:
 
 
 TABLES_IN_DELETE_ORDER = (
+    "events",
     "payout_events",
     "transaction_payouts",
     "idempotency_keys",

@@ -1,0 +1,1 @@
+"""The outbox and its gap-free feed (README "Events (the outbox feed)")."""
